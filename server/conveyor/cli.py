@@ -1,0 +1,177 @@
+"""``conveyor serve|tools|call|jobs`` — the only place that reads argv and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from conveyor.auth import LOCAL_USER
+from conveyor.errors import ConfigError, ConveyorError
+from conveyor.executor import Executor
+from conveyor.jobs.models import JobStatus
+from conveyor.logs import configure_logging
+from conveyor.progress import Progress
+from conveyor.registry import Registry
+from conveyor.runtime import open_runtime
+from conveyor.settings import Settings, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, overrides=_overrides(args))
+        configure_logging(settings.log_level)
+        code = args.command(args, settings)
+    except ConfigError as exc:
+        print(f"conveyor: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="settings file (TOML), e.g. conveyor.toml")
+    common.add_argument("--db", help="SQLite database file (default: ~/.local/share/conveyor/conveyor.db)")
+    common.add_argument(
+        "--toolkit", action="append", dest="toolkits", metavar="DOTTED",
+        help="load a toolkit by dotted path (package.module:attribute); repeatable",
+    )
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    parser = argparse.ArgumentParser(prog="conveyor", description="Run tools now or as durable background jobs.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="serve MCP over stdio")
+    serve.add_argument("--concurrency", type=int, help="jobs run at once (default 8)")
+    serve.set_defaults(command=_serve)
+
+    tools = commands.add_parser("tools", parents=[common], help="list the loaded tools")
+    tools.add_argument("--json", action="store_true", help="print the MCP tool definitions as JSON")
+    tools.set_defaults(command=_tools)
+
+    call = commands.add_parser("call", parents=[common], help="run a tool once and print its result")
+    call.add_argument("tool")
+    call.add_argument("arguments", nargs="*", metavar="key=value", help="values are JSON if they parse, else text")
+    call.set_defaults(command=_call)
+
+    jobs = commands.add_parser("jobs", help="inspect and cancel jobs in a database file")
+    job_commands = jobs.add_subparsers(required=True, metavar="ACTION")
+    listing = job_commands.add_parser("list", parents=[common], help="newest jobs first")
+    listing.add_argument("--status", choices=[s.value for s in JobStatus])
+    listing.add_argument("--tool")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--offset", type=int, default=0)
+    listing.set_defaults(command=_jobs_list)
+    show = job_commands.add_parser("show", parents=[common], help="one job as JSON")
+    show.add_argument("job_id")
+    show.set_defaults(command=_jobs_show)
+    cancel = job_commands.add_parser("cancel", parents=[common], help="cancel a queued job")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(command=_jobs_cancel)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("db", "toolkits", "log_level", "concurrency")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.mcp_server.stdio import serve_stdio
+
+    anyio.run(serve_stdio, settings)
+    return 0
+
+
+def _tools(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    if args.json:
+        from conveyor.mcp_server.server import mcp_tool
+
+        dumped = [mcp_tool(t).model_dump(by_alias=True, mode="json", exclude_none=True) for t in registry]
+        print(json.dumps(dumped, indent=2))
+        return 0
+    width = max((len(tool.wire_name) for tool in registry), default=0)
+    for tool in registry:
+        summary = tool.description.splitlines()[0] if tool.description else ""
+        print(f"{tool.wire_name:<{width}}  {summary}")
+    return 0
+
+
+def _call(args: argparse.Namespace, settings: Settings) -> int:
+    arguments = dict(_parse_pair(pair) for pair in args.arguments)
+    executor = Executor(
+        Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points), settings.execution_limits()
+    )
+
+    async def show_progress(progress: Progress) -> None:
+        print(f"progress: {json.dumps(progress.to_dict())}", file=sys.stderr)
+
+    try:
+        outcome = anyio.run(lambda: executor.run(args.tool, arguments, progress=show_progress))
+    except ConveyorError as exc:
+        print(json.dumps({"error": exc.to_payload()}, indent=2))
+        return 1
+    print(json.dumps(outcome.result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _parse_pair(pair: str) -> tuple[str, Any]:
+    key, sep, raw = pair.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"argument {pair!r} is not key=value")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _with_engine(settings: Settings, action: Any) -> int:
+    async def run() -> int:
+        async with open_runtime(settings, run_workers=False) as runtime:
+            try:
+                print(json.dumps(await action(runtime.engine), indent=2, ensure_ascii=False))
+                return 0
+            except ConveyorError as exc:
+                print(json.dumps({"error": exc.to_payload()}, indent=2))
+                return 1
+
+    return anyio.run(run)
+
+
+def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(engine: Any) -> Any:
+        status = JobStatus(args.status) if args.status else None
+        jobs, total = await engine.list(
+            owner=None, status=status, tool=args.tool, limit=args.limit, offset=args.offset
+        )
+        page = {"limit": args.limit, "offset": args.offset, "total": total}
+        return {"jobs": [job.to_public() for job in jobs], "pagination": page}
+
+    return _with_engine(settings, action)
+
+
+def _jobs_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(engine: Any) -> Any:
+        return (await engine.get(args.job_id, owner=None)).to_public()
+
+    return _with_engine(settings, action)
+
+
+def _jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(engine: Any) -> Any:
+        return (await engine.cancel(args.job_id, owner=LOCAL_USER.visible_owner)).to_public()
+
+    return _with_engine(settings, action)
+
+
+if __name__ == "__main__":
+    main()

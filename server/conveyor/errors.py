@@ -1,0 +1,171 @@
+"""One error root and one class per error code.
+
+Each class's docstring is its default message. Domain code raises these; only the
+front doors translate them (``to_http_status`` for REST, ``to_payload`` for MCP).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class ErrorCode(enum.StrEnum):
+    TOOL_NOT_FOUND = "TOOL_NOT_FOUND"
+    INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+    EXECUTION_ERROR = "EXECUTION_ERROR"
+    EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    CANNOT_CANCEL_RUNNING = "CANNOT_CANCEL_RUNNING"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    WORKER_LOST = "WORKER_LOST"
+    CANCELED = "CANCELED"
+
+
+class ConveyorError(Exception):
+    """Conveyor could not complete the request."""
+
+    code: ErrorCode = ErrorCode.EXECUTION_ERROR
+    http_status: int = 500
+    retryable: bool = False
+    suggested_fix: str | None = None
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None, **extra: Any):
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details or {}
+        self.extra = extra
+        super().__init__(self.message)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The ``error`` object of every door: code, message, then whatever helps the caller."""
+        payload: dict[str, Any] = {"code": str(self.code), "message": self.message}
+        payload.update(self.extra)
+        if self.details:
+            payload["details"] = self.details
+        if self.suggested_fix:
+            payload["suggested_fix"] = self.suggested_fix
+        payload["retryable"] = self.retryable
+        return payload
+
+
+class ToolNotFound(ConveyorError):
+    """Tool does not exist."""
+
+    code = ErrorCode.TOOL_NOT_FOUND
+    http_status = 404
+    suggested_fix = "List the available tools and use one of their names."
+
+
+class InvalidArguments(ConveyorError):
+    """Missing or invalid arguments."""
+
+    code = ErrorCode.INVALID_ARGUMENTS
+    http_status = 400
+    suggested_fix = "Check the arguments against the tool's input schema."
+
+
+class ExecutionError(ConveyorError):
+    """Tool execution failed."""
+
+    code = ErrorCode.EXECUTION_ERROR
+    http_status = 500
+
+
+class ExecutionTimeout(ConveyorError):
+    """Tool execution exceeded its timeout."""
+
+    code = ErrorCode.EXECUTION_TIMEOUT
+    http_status = 504
+    retryable = True
+    suggested_fix = "Raise timeout_ms, or run the tool as a job."
+
+
+class RateLimitExceeded(ConveyorError):
+    """Too many requests."""
+
+    code = ErrorCode.RATE_LIMIT_EXCEEDED
+    http_status = 429
+    retryable = True
+
+
+class JobNotFound(ConveyorError):
+    """Job does not exist."""
+
+    code = ErrorCode.JOB_NOT_FOUND
+    http_status = 404
+
+
+class CannotCancelRunning(ConveyorError):
+    """Cannot cancel a job that is already running."""
+
+    code = ErrorCode.CANNOT_CANCEL_RUNNING
+    http_status = 400
+    suggested_fix = "Wait for the job to finish; this tool cannot be interrupted once started."
+
+
+class Unauthorized(ConveyorError):
+    """Missing or invalid API key."""
+
+    code = ErrorCode.UNAUTHORIZED
+    http_status = 401
+
+
+class Forbidden(ConveyorError):
+    """This key may not do that."""
+
+    code = ErrorCode.FORBIDDEN
+    http_status = 403
+
+
+class PayloadTooLarge(ConveyorError):
+    """Payload is larger than the configured limit."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    http_status = 413
+
+
+class IdempotencyConflict(ConveyorError):
+    """This idempotency key was already used for a different request."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+    http_status = 409
+
+
+class WorkerLost(ConveyorError):
+    """The worker running this job stopped before it finished."""
+
+    code = ErrorCode.WORKER_LOST
+    http_status = 500
+    retryable = True
+
+
+class Canceled(ConveyorError):
+    """The run was canceled."""
+
+    code = ErrorCode.CANCELED
+    http_status = 409
+
+
+class ToolError(ExecutionError):
+    """Raised by a tool to fail with its own code and details, e.g. ``ToolError("...", code="QUOTA")``.
+
+    The code is the tool's own; Conveyor passes it through to the job's error.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message, details=details)
+        self.tool_code = code
+
+    def to_payload(self) -> dict[str, Any]:
+        payload = super().to_payload()
+        if self.tool_code:
+            payload["code"] = self.tool_code
+        return payload
+
+
+class ConfigError(Exception):
+    """Settings or toolkits are invalid; raised at start-up, never to a client."""

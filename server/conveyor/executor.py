@@ -1,0 +1,194 @@
+"""The single path every run of a tool takes: validate → limits → timeout → run → outcome.
+
+Direct MCP calls, REST ``execute_tool`` and jobs all come through ``Executor.run``, so
+validation, size bounds, timeouts, error mapping and progress behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from conveyor.context import ToolContext
+from conveyor.errors import ConveyorError, ExecutionError, ExecutionTimeout, InvalidArguments, PayloadTooLarge
+from conveyor.progress import ProgressRelay, ProgressSink
+from conveyor.registry import Registry
+from conveyor.toolkit import Tool
+
+logger = logging.getLogger("conveyor.executor")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionLimits:
+    max_argument_bytes: int = 1_000_000
+    max_result_bytes: int = 5_000_000
+    default_timeout_ms: int | None = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    tool: str
+    result: Any
+    execution_time_ms: int
+    step_results: list[dict[str, Any]]
+
+
+class Executor:
+    def __init__(self, registry: Registry, limits: ExecutionLimits | None = None) -> None:
+        self.registry = registry
+        self.limits = limits or ExecutionLimits()
+        self._states: dict[str, Any] = {}
+
+    def bind_toolkit_state(self, toolkit: str, state: Any) -> None:
+        """What a toolkit's lifespan yielded; tools see it as ``ctx.state``."""
+        self._states[toolkit] = state
+
+    def validate(self, tool_name: str, arguments: Any) -> tuple[Tool, BaseModel]:
+        """Look the tool up and check its arguments, without running anything."""
+        tool = self.registry.get(tool_name)
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise InvalidArguments("arguments must be a JSON object", argument=None)
+        size = _json_size(arguments)
+        if size > self.limits.max_argument_bytes:
+            raise PayloadTooLarge(
+                f"arguments are {size} bytes; the limit is {self.limits.max_argument_bytes}",
+                limit_bytes=self.limits.max_argument_bytes,
+            )
+        try:
+            return tool, tool.arguments_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise invalid_arguments(exc) from None
+
+    def timeout_ms_for(self, tool: Tool, requested_ms: int | None) -> int | None:
+        if requested_ms is not None:
+            if requested_ms <= 0:
+                raise InvalidArguments("timeout_ms must be a positive number of milliseconds", argument="timeout_ms")
+            return requested_ms
+        return tool.timeout_ms or self.limits.default_timeout_ms
+
+    async def run(
+        self,
+        tool_name: str,
+        arguments: Any,
+        *,
+        timeout_ms: int | None = None,
+        progress: ProgressSink | None = None,
+        progress_interval: float = 0.0,
+        job_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> Outcome:
+        """Run a tool once; raises a ``ConveyorError`` for every way a run can fail."""
+        tool, parsed = self.validate(tool_name, arguments)
+        timeout = self.timeout_ms_for(tool, timeout_ms)
+        relay = ProgressRelay(_safe(progress), progress_interval) if progress else None
+        ctx = ToolContext(tool=tool.wire_name, relay=relay, job_id=job_id, trace_id=trace_id)
+        ctx.state = self._states.get(tool.toolkit)
+        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        if tool.context_parameter:
+            kwargs[tool.context_parameter] = ctx
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        value: Any = None
+        async with anyio.create_task_group() as tg:
+            if relay:
+                tg.start_soon(relay.drain_forever)
+            try:
+                value = await self._call_bounded(tool, kwargs, timeout)
+            except Exception as exc:  # mapped below, outside the task group
+                failure = exc
+            if relay:
+                await relay.flush()
+            tg.cancel_scope.cancel()
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        if failure is not None:
+            raise _map_failure(tool, failure)
+        return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, ctx.step_results)
+
+    async def _call_bounded(self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None) -> Any:
+        # A non-cancellable tool is shielded from outside cancellation; its own timeout still applies.
+        with anyio.CancelScope(shield=not tool.cancellable):
+            with anyio.move_on_after(timeout_ms / 1000 if timeout_ms else None):
+                if tool.is_async:
+                    return await tool.func(**kwargs)
+                return await anyio.to_thread.run_sync(
+                    partial(tool.func, **kwargs), abandon_on_cancel=tool.cancellable
+                )
+            raise ExecutionTimeout(f"Tool execution exceeded {timeout_ms}ms timeout", timeout_ms=timeout_ms)
+
+    def _to_result(self, tool: Tool, value: Any) -> Any:
+        try:
+            if tool.output_model is not None and not isinstance(value, tool.output_model):
+                value = tool.output_model.model_validate(value)
+            result = value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
+        except (ValidationError, PydanticSerializationError) as exc:
+            logger.warning("tool result rejected", extra={"action": "tool.bad_result", "tool": tool.wire_name})
+            raise ExecutionError(
+                f"Tool {tool.wire_name} returned a result that does not match its output schema",
+                details={"reason": str(exc).splitlines()[0]},
+            ) from None
+        size = _json_size(result)
+        if size > self.limits.max_result_bytes:
+            raise PayloadTooLarge(
+                f"result is {size} bytes; the limit is {self.limits.max_result_bytes}",
+                limit_bytes=self.limits.max_result_bytes,
+            )
+        return result
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
+
+
+def invalid_arguments(exc: ValidationError) -> InvalidArguments:
+    problems = [_describe(error) for error in exc.errors(include_url=False, include_input=False)]
+    first = problems[0]
+    return InvalidArguments(first["message"], argument=first["argument"], details={"errors": problems})
+
+
+def _describe(error: Any) -> dict[str, Any]:
+    location = [str(part) for part in error.get("loc", ())]
+    argument = location[0] if location else None
+    kind = error.get("type", "")
+    if kind == "missing":
+        message = f"Missing required argument: {argument}"
+    elif kind == "extra_forbidden":
+        message = f"Unknown argument: {argument}"
+    else:
+        message = f"Invalid argument {'.'.join(location) or argument}: {error.get('msg', 'invalid value')}"
+    return {"argument": argument, "message": message, "type": kind}
+
+
+def _map_failure(tool: Tool, exc: BaseException) -> ConveyorError:
+    if isinstance(exc, ConveyorError):
+        return exc
+    # The client gets the exception's type and text; the traceback stays in the server log.
+    logger.error(
+        "tool raised", exc_info=exc, extra={"action": "tool.raised", "tool": tool.wire_name}
+    )
+    return ExecutionError(
+        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        details={"exception": type(exc).__name__},
+    )
+
+
+def _safe(sink: ProgressSink) -> ProgressSink:
+    """A failing progress consumer (say, a client that went away) must not fail the run."""
+
+    async def guarded(progress: Any) -> None:
+        try:
+            await sink(progress)
+        except Exception:
+            logger.debug("progress delivery failed", exc_info=True, extra={"action": "progress.dropped"})
+
+    return guarded

@@ -1,0 +1,398 @@
+"""The job engine: submit, run with workers in one task group, cancel, wait, recover.
+
+Event-driven: a submit wakes a worker, a state change wakes waiters. The only timer is
+the sweeper, a safety net that recovers expired leases and purges old jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from conveyor.errors import (
+    CannotCancelRunning,
+    ConveyorError,
+    ErrorCode,
+    ExecutionTimeout,
+    IdempotencyConflict,
+    InvalidArguments,
+    JobNotFound,
+    WorkerLost,
+)
+from conveyor.events import JobEvents
+from conveyor.executor import Executor
+from conveyor.jobs.models import Job, JobStatus, NewJob, now_ms
+from conveyor.jobs.store import JobStore
+from conveyor.progress import Progress
+from conveyor.toolkit import Tool
+
+logger = logging.getLogger("conveyor.jobs")
+
+MAX_PAGE = 100
+RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.EXECUTION_TIMEOUT, ErrorCode.WORKER_LOST})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    concurrency: int = 8
+    queues: tuple[str, ...] | None = None  # None: every queue
+    lease_ms: int = 30_000
+    sweep_interval_s: float = 5.0
+    retention_s: float = 7 * 24 * 3600
+    progress_interval_s: float = 0.25
+    recheck_interval_s: float = 2.0  # waiters re-read the store, for jobs run by another process
+    worker_id: str = field(default_factory=lambda: f"worker_{secrets.token_hex(6)}")
+
+
+@dataclass(slots=True)
+class _Running:
+    tool: Tool
+    scope: anyio.CancelScope
+    cancel_requested: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class JobEngine:
+    def __init__(self, store: JobStore, executor: Executor, events: JobEvents, config: EngineConfig) -> None:
+        self.store = store
+        self.executor = executor
+        self.events = events
+        self.config = config
+        self._wake = anyio.Event()
+        self._running: dict[str, _Running] = {}
+        self._estimates: dict[str, int | None] = {}
+
+    # -- the front doors' API ------------------------------------------------------------
+
+    async def submit(
+        self,
+        tool_name: str,
+        arguments: Any,
+        *,
+        owner: str,
+        idempotency_key: str | None = None,
+        timeout_ms: int | None = None,
+        webhook_url: str | None = None,
+        trace_id: str | None = None,
+    ) -> Job:
+        """Validate, commit, wake a worker; the job is durable once this returns."""
+        tool, _ = self.executor.validate(tool_name, arguments)
+        timeout_ms = self.executor.timeout_ms_for(tool, timeout_ms)
+        if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+            raise InvalidArguments("webhook_url must be an http(s) URL", argument="webhook_url")
+        arguments = arguments or {}
+        if idempotency_key is not None:
+            existing = await self.store.get_by_idempotency_key(owner, idempotency_key)
+            if existing is not None:
+                return self._same_request_or_conflict(existing, tool.wire_name, arguments)
+        job = await self.store.insert(
+            NewJob(
+                tool=tool.wire_name,
+                arguments=arguments,
+                owner=owner,
+                queue=tool.queue,
+                idempotency_key=idempotency_key,
+                trace_id=trace_id or secrets.token_hex(16),
+                timeout_ms=timeout_ms,
+                webhook_url=webhook_url,
+                estimated_duration_ms=await self._estimate(tool.wire_name),
+            )
+        )
+        logger.info("job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool})
+        self._wake_workers()
+        return await self.get(job.job_id, owner=None)
+
+    async def get(self, job_id: str, *, owner: str | None) -> Job:
+        """The job, if ``owner`` may see it (``None`` sees every job)."""
+        job = await self.store.get(job_id) if isinstance(job_id, str) else None
+        if job is None or (owner is not None and job.owner != owner):
+            raise JobNotFound(f"Job {job_id} does not exist", job_id=job_id)
+        return job
+
+    async def wait(self, job_id: str, *, owner: str | None, timeout_s: float) -> Job:
+        """The job once it is terminal, or as it is when ``timeout_s`` runs out."""
+        with self.events.subscribe(job_id) as updates:
+            job = await self.get(job_id, owner=owner)
+            deadline = anyio.current_time() + max(0.0, timeout_s)
+            while not job.status.terminal:
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    break
+                with anyio.move_on_after(min(remaining, self.config.recheck_interval_s)):
+                    job = await updates.next()
+                    continue
+                job = await self.get(job_id, owner=owner)
+        if job.status.terminal or job.status is JobStatus.QUEUED:
+            return await self.get(job_id, owner=owner)  # fresh position_in_queue / final row
+        return job
+
+    async def cancel(self, job_id: str, *, owner: str | None) -> Job:
+        job = await self.get(job_id, owner=owner)
+        if job.status.terminal:
+            return job
+        if job.status is JobStatus.QUEUED:
+            canceled = await self.store.cancel_queued(job_id, now=now_ms(), error=_canceled_error())
+            if canceled is not None:
+                self._publish(canceled)
+                return canceled
+            job = await self.get(job_id, owner=owner)  # a worker claimed it meanwhile
+            if job.status.terminal:
+                return job
+        tool = self._tool_or_none(job.tool)
+        if tool is None or not tool.cancellable:
+            raise CannotCancelRunning(job_id=job_id)
+        running = await self._running_here(job_id)
+        if running is None:  # run by another process sharing this database
+            raise CannotCancelRunning("The job is running in another Conveyor process", job_id=job_id)
+        running.cancel_requested = True
+        running.scope.cancel()
+        await running.done.wait()
+        return await self.get(job_id, owner=owner)
+
+    async def list(
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None = None,
+        tool: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArguments(f"limit must be between 1 and {MAX_PAGE}", argument="limit")
+        if offset < 0:
+            raise InvalidArguments("offset must not be negative", argument="offset")
+        return await self.store.list(owner=owner, status=status, tool=tool, limit=limit, offset=offset)
+
+    async def _running_here(self, job_id: str) -> _Running | None:
+        # A worker registers its job a moment after the claim commits; give it that moment.
+        for _ in range(100):
+            if job_id in self._running:
+                return self._running[job_id]
+            await anyio.sleep(0.01)
+        return None
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Workers, heartbeat and sweeper; returns only when cancelled by the owning lifespan."""
+        async with anyio.create_task_group() as tg:
+            await self.sweep()
+            for _ in range(self.config.concurrency):
+                tg.start_soon(self._worker)
+            tg.start_soon(self._heartbeat)
+            tg.start_soon(self._sweeper)
+            task_status.started()
+
+    def _wake_workers(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
+
+    async def _worker(self) -> None:
+        while True:
+            wake = self._wake
+            now = now_ms()
+            job = await self.store.claim_next(
+                worker=self.config.worker_id,
+                queues=self.config.queues,
+                now=now,
+                lease_expires_at=now + self.config.lease_ms,
+            )
+            if job is None:
+                with anyio.move_on_after(await self._idle_seconds()):
+                    await wake.wait()
+                continue
+            try:
+                await self._execute(job)
+            except Exception:  # a store failure must not take the other workers down with it
+                logger.exception("worker failed", extra={"action": "worker.failed", "job_id": job.job_id})
+
+    async def _idle_seconds(self) -> float:
+        """Until the earliest delayed retry is due; the sweeper's interval at most."""
+        due = await self.store.next_run_after(self.config.queues)
+        if due is None:
+            return self.config.sweep_interval_s
+        return max(0.0, min(self.config.sweep_interval_s, (due - now_ms()) / 1000))
+
+    async def _execute(self, job: Job) -> None:
+        tool = self._tool_or_none(job.tool)
+        if tool is None:
+            await self._finish(job, JobStatus.FAILED, error=_tool_gone(job.tool))
+            return
+        running = _Running(tool=tool, scope=anyio.CancelScope())
+        self._running[job.job_id] = running
+        self._publish(job)
+        logger.info("job started", extra={"action": "job.started", "job_id": job.job_id, "tool": job.tool})
+        try:
+            await self._run_to_outcome(job, running)
+        finally:
+            # Shutdown cancels the worker mid-job: hand the job back per its retry policy.
+            with anyio.CancelScope(shield=True):
+                if job.job_id in self._running and not running.done.is_set():
+                    await self._release_interrupted(job, tool)
+                del self._running[job.job_id]
+                running.done.set()
+
+    async def _run_to_outcome(self, job: Job, running: _Running) -> None:
+        async def on_progress(progress: Progress) -> None:
+            await self._save_progress(job, progress)
+
+        try:
+            with running.scope:
+                outcome = await self.executor.run(
+                    job.tool,
+                    job.arguments,
+                    timeout_ms=job.timeout_ms,
+                    progress=on_progress,
+                    progress_interval=self.config.progress_interval_s,
+                    job_id=job.job_id,
+                    trace_id=job.trace_id,
+                )
+        except ExecutionTimeout as exc:
+            await self._fail_or_retry(job, running.tool, exc, JobStatus.TIMEOUT)
+            running.done.set()
+            return
+        except ConveyorError as exc:
+            await self._fail_or_retry(job, running.tool, exc, JobStatus.FAILED)
+            running.done.set()
+            return
+        if running.scope.cancelled_caught:
+            await self._finish(job, JobStatus.CANCELED, error=_canceled_error())
+        else:
+            await self._finish(
+                job,
+                JobStatus.COMPLETED,
+                result=outcome.result,
+                step_results=outcome.step_results,
+                execution_time_ms=outcome.execution_time_ms,
+            )
+            self._learn_duration(job.tool, outcome.execution_time_ms)
+        running.done.set()
+
+    async def _save_progress(self, job: Job, progress: Progress) -> None:
+        shape = progress.to_dict()
+        await self.store.save_progress(job.job_id, shape)
+        self._publish(_with_progress(job, shape))
+
+    async def _fail_or_retry(self, job: Job, tool: Tool, exc: ConveyorError, status: JobStatus) -> None:
+        if _should_retry(tool, job.attempts, exc):
+            assert tool.retry is not None
+            requeued = await self.store.requeue(job.job_id, run_after=now_ms() + tool.retry.delay_ms(job.attempts))
+            if requeued is not None:
+                logger.info("job retried", extra={"action": "job.retry", "job_id": job.job_id, "code": exc.code})
+                self._publish(requeued)
+                self._wake_workers()
+                return
+        await self._finish(job, status, error=exc.to_payload())
+
+    async def _release_interrupted(self, job: Job, tool: Tool) -> None:
+        await self._fail_or_retry(job, tool, WorkerLost(), JobStatus.FAILED)
+
+    async def _finish(self, job: Job, status: JobStatus, **fields: Any) -> None:
+        if status is not JobStatus.COMPLETED:
+            fields.setdefault("execution_time_ms", _elapsed(job))
+        finished = await self.store.finish(job.job_id, status=status, now=now_ms(), **fields)
+        if finished is not None:
+            logger.info(
+                "job finished",
+                extra={"action": "job.finished", "job_id": job.job_id, "tool": job.tool, "status": str(status)},
+            )
+            self._publish(finished)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.config.lease_ms / 3000)
+            if self._running:
+                await self.store.extend_leases(
+                    worker=self.config.worker_id, lease_expires_at=now_ms() + self.config.lease_ms
+                )
+
+    async def _sweeper(self) -> None:
+        while True:
+            await anyio.sleep(self.config.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("sweep failed", extra={"action": "jobs.sweep_failed"})
+
+    async def sweep(self) -> None:
+        """Recover jobs whose worker vanished (expired lease) and purge old finished jobs."""
+        for job in await self.store.expired_leases(now_ms()):
+            tool = self._tool_or_none(job.tool)
+            logger.warning("job lease expired", extra={"action": "job.lost", "job_id": job.job_id})
+            if tool is None:
+                await self._finish(job, JobStatus.FAILED, error=_tool_gone(job.tool))
+            else:
+                await self._release_interrupted(job, tool)
+        purged = await self.store.purge_finished(now_ms() - int(self.config.retention_s * 1000))
+        if purged:
+            logger.info("purged finished jobs", extra={"action": "jobs.purged", "count": purged})
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _publish(self, job: Job) -> None:
+        self.events.publish(job)
+
+    def _tool_or_none(self, name: str) -> Tool | None:
+        return self.executor.registry.get(name) if name in self.executor.registry else None
+
+    def _same_request_or_conflict(self, existing: Job, tool: str, arguments: dict[str, Any]) -> Job:
+        if existing.tool != tool or existing.arguments != arguments:
+            raise IdempotencyConflict(
+                "This idempotency_key was already used with a different tool or arguments",
+                job_id=existing.job_id,
+            )
+        return existing
+
+    async def _estimate(self, tool: str) -> int | None:
+        if tool not in self._estimates:
+            durations = await self.store.recent_durations(tool)
+            self._estimates[tool] = int(sum(durations) / len(durations)) if durations else None
+        return self._estimates[tool]
+
+    def _learn_duration(self, tool: str, duration_ms: int) -> None:
+        previous = self._estimates.get(tool)
+        # Exponential moving average: recent runs count more, one outlier does not dominate.
+        self._estimates[tool] = duration_ms if previous is None else int(0.8 * previous + 0.2 * duration_ms)
+
+
+def _should_retry(tool: Tool, attempts: int, exc: ConveyorError) -> bool:
+    return (
+        tool.retry is not None
+        and tool.annotations.idempotent
+        and exc.code in RETRYABLE_CODES
+        and attempts < tool.retry.max_attempts
+    )
+
+
+def _elapsed(job: Job) -> int | None:
+    return None if job.started_at is None else max(0, now_ms() - job.started_at)
+
+
+def _with_progress(job: Job, progress: dict[str, Any]) -> Job:
+    return replace(job, progress=progress)
+
+
+def _canceled_error() -> dict[str, Any]:
+    return {"code": str(ErrorCode.CANCELED), "message": "Job canceled", "retryable": False}
+
+
+def _tool_gone(tool: str) -> dict[str, Any]:
+    return {
+        "code": str(ErrorCode.TOOL_NOT_FOUND),
+        "message": f"Tool {tool!r} is no longer loaded",
+        "retryable": False,
+    }
+
+
+def clamp_wait(seconds: float | None, cap: float) -> float:
+    if seconds is None or math.isnan(seconds):
+        return 0.0
+    return max(0.0, min(cap, seconds))
+

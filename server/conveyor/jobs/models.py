@@ -1,0 +1,110 @@
+"""Job rows as frozen dataclasses, statuses as an enum, times as epoch milliseconds."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+TERMINAL_STATUSES = frozenset(s for s in JobStatus if s.terminal)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_job_id() -> str:
+    return f"job_{secrets.token_hex(16)}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a submit commits; the store fills in status, times and counters."""
+
+    tool: str
+    arguments: dict[str, Any]
+    owner: str
+    queue: str = "default"
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+    timeout_ms: int | None = None
+    webhook_url: str | None = None
+    estimated_duration_ms: int | None = None
+    job_id: str = field(default_factory=new_job_id)
+    created_at: int = field(default_factory=now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    tool: str
+    arguments: dict[str, Any]
+    owner: str
+    status: JobStatus
+    queue: str
+    created_at: int
+    started_at: int | None = None
+    completed_at: int | None = None
+    run_after: int = 0
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    step_results: list[dict[str, Any]] | None = None
+    execution_time_ms: int | None = None
+    estimated_duration_ms: int | None = None
+    attempts: int = 0
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+    timeout_ms: int | None = None
+    webhook_url: str | None = None
+    position_in_queue: int | None = None
+
+    def to_public(self) -> dict[str, Any]:
+        """The seed API's job shape: fields that do not apply to the status are left out."""
+        view: dict[str, Any] = {
+            "job_id": self.job_id,
+            "status": str(self.status),
+            "tool": self.tool,
+            "created_at": _seconds(self.created_at),
+            "started_at": _seconds(self.started_at),
+            "completed_at": _seconds(self.completed_at),
+            "queue": self.queue,
+            "attempts": self.attempts,
+            "estimated_duration_ms": self.estimated_duration_ms,
+            "timeout_ms": self.timeout_ms,
+            "idempotency_key": self.idempotency_key,
+            "trace_id": self.trace_id,
+        }
+        if self.status is JobStatus.QUEUED:
+            view["position_in_queue"] = self.position_in_queue
+        if self.progress is not None:
+            view["progress"] = self.progress
+        if self.status is JobStatus.COMPLETED:
+            view["result"] = self.result
+        if self.error is not None and self.status.terminal:
+            view["error"] = self.error
+        if self.status.terminal:
+            view["execution_time_ms"] = self.execution_time_ms
+        if self.step_results:
+            view["step_results"] = self.step_results
+        return {key: value for key, value in view.items() if value is not None or key == "result"}
+
+
+def _seconds(ms: int | None) -> int | None:
+    return None if ms is None else ms // 1000

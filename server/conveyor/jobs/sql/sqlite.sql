@@ -1,0 +1,93 @@
+-- name: insert_job
+INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
+                  idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms)
+VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
+        :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms)
+RETURNING *, NULL AS position_in_queue;
+
+-- name: get_job
+SELECT j.*,
+       CASE WHEN j.status = 'queued' THEN
+           (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = j.queue AND q.seq < j.seq) + 1
+       END AS position_in_queue
+FROM jobs j
+WHERE j.job_id = :job_id;
+
+-- name: get_job_by_idempotency_key
+SELECT *, NULL AS position_in_queue FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
+
+-- name: list_jobs
+SELECT j.*,
+       CASE WHEN j.status = 'queued' THEN
+           (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = j.queue AND q.seq < j.seq) + 1
+       END AS position_in_queue
+FROM jobs j
+WHERE (:owner IS NULL OR j.owner = :owner)
+  AND (:status IS NULL OR j.status = :status)
+  AND (:tool IS NULL OR j.tool = :tool)
+ORDER BY j.seq DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: count_jobs
+SELECT COUNT(*) FROM jobs
+WHERE (:owner IS NULL OR owner = :owner)
+  AND (:status IS NULL OR status = :status)
+  AND (:tool IS NULL OR tool = :tool);
+
+-- name: claim_next_job
+UPDATE jobs
+SET status = 'running', started_at = :now, attempts = attempts + 1,
+    lease_owner = :worker, lease_expires_at = :lease_expires_at
+WHERE seq = (
+    SELECT seq FROM jobs
+    WHERE status = 'queued' AND run_after <= :now
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+    ORDER BY seq
+    LIMIT 1
+)
+RETURNING *, NULL AS position_in_queue;
+
+-- name: next_run_after
+SELECT MIN(run_after) FROM jobs
+WHERE status = 'queued' AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)));
+
+-- name: extend_leases
+UPDATE jobs SET lease_expires_at = :lease_expires_at
+WHERE status = 'running' AND lease_owner = :worker;
+
+-- name: save_progress
+UPDATE jobs SET progress = :progress WHERE job_id = :job_id AND status = 'running';
+
+-- name: finish_job
+UPDATE jobs
+SET status = :status, completed_at = :now, result = :result, error = :error,
+    step_results = :step_results, execution_time_ms = :execution_time_ms,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE job_id = :job_id AND status IN ('queued', 'running')
+RETURNING *, NULL AS position_in_queue;
+
+-- name: requeue_job
+UPDATE jobs
+SET status = 'queued', run_after = :run_after, started_at = NULL, progress = NULL,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE job_id = :job_id AND status = 'running'
+RETURNING *, NULL AS position_in_queue;
+
+-- name: cancel_queued_job
+UPDATE jobs
+SET status = 'canceled', completed_at = :now, error = :error
+WHERE job_id = :job_id AND status = 'queued'
+RETURNING *, NULL AS position_in_queue;
+
+-- name: expired_leases
+SELECT *, NULL AS position_in_queue FROM jobs
+WHERE status = 'running' AND lease_expires_at < :now;
+
+-- name: recent_durations
+SELECT execution_time_ms FROM jobs
+WHERE tool = :tool AND status = 'completed'
+ORDER BY completed_at DESC
+LIMIT 20;
+
+-- name: purge_finished
+DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < :before;

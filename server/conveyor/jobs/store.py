@@ -1,0 +1,58 @@
+"""The job store protocol: everything the engine asks of a database, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from conveyor.jobs.models import Job, JobStatus, NewJob
+
+
+class JobStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def insert(self, job: NewJob) -> Job: ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def get_by_idempotency_key(self, owner: str, key: str) -> Job | None: ...
+
+    async def list(
+        self, *, owner: str | None, status: JobStatus | None, tool: str | None, limit: int, offset: int
+    ) -> tuple[list[Job], int]: ...
+
+    async def claim_next(
+        self, *, worker: str, queues: Sequence[str] | None, now: int, lease_expires_at: int
+    ) -> Job | None: ...
+
+    async def next_run_after(self, queues: Sequence[str] | None) -> int | None: ...
+
+    async def extend_leases(self, *, worker: str, lease_expires_at: int) -> None: ...
+
+    async def save_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus,
+        now: int,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        step_results: list[dict[str, Any]] | None = None,
+        execution_time_ms: int | None = None,
+    ) -> Job | None:
+        """Move a queued or running job to a terminal status; ``None`` if it already was terminal."""
+        ...
+
+    async def requeue(self, job_id: str, *, run_after: int) -> Job | None: ...
+
+    async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None: ...
+
+    async def expired_leases(self, now: int) -> list[Job]: ...
+
+    async def recent_durations(self, tool: str) -> list[int]: ...
+
+    async def purge_finished(self, before: int) -> int: ...

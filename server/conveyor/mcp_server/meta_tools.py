@@ -1,0 +1,158 @@
+"""The four jobs meta-tools: submit, status, cancel, list. Thin: the engine does the work."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from pydantic import BaseModel, ValidationError
+
+from conveyor.auth import Principal
+from conveyor.executor import invalid_arguments
+from conveyor.jobs.models import Job
+from conveyor.mcp_server.results import describe_job, structured_result
+from conveyor.runtime import Runtime
+from conveyor.schemas import (
+    CancelJobRequest,
+    JobList,
+    JobStatusRequest,
+    JobView,
+    ListJobsRequest,
+    SubmitJobRequest,
+)
+
+Handler = Callable[[Runtime, Principal, Any], Awaitable[types.CallToolResult]]
+
+
+@dataclass(frozen=True)
+class MetaTool:
+    name: str
+    title: str
+    description: str
+    request: type[BaseModel]
+    output: type[BaseModel]
+    annotations: types.ToolAnnotations
+    handler: Handler
+
+    def parse(self, arguments: dict[str, Any] | None) -> BaseModel:
+        try:
+            return self.request.model_validate(arguments or {})
+        except ValidationError as exc:
+            raise invalid_arguments(exc) from None
+
+    def as_mcp_tool(self) -> types.Tool:
+        input_schema = self.request.model_json_schema()
+        input_schema.pop("title", None)
+        return types.Tool(
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            input_schema=input_schema,
+            output_schema=self.output.model_json_schema(),
+            annotations=self.annotations,
+        )
+
+
+def job_result(job: Job) -> types.CallToolResult:
+    view = job.to_public()
+    return structured_result(view, describe_job(view))
+
+
+async def submit(runtime: Runtime, principal: Principal, request: SubmitJobRequest) -> types.CallToolResult:
+    job = await runtime.engine.submit(
+        request.tool,
+        request.arguments,
+        owner=principal.id,
+        idempotency_key=request.idempotency_key,
+        timeout_ms=request.timeout_ms,
+        webhook_url=request.webhook_url,
+    )
+    if request.wait_seconds > 0:
+        job = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)
+    return job_result(job)
+
+
+async def status(runtime: Runtime, principal: Principal, request: JobStatusRequest) -> types.CallToolResult:
+    owner = principal.visible_owner
+    if request.wait_seconds > 0:
+        return job_result(await runtime.engine.wait(request.job_id, owner=owner, timeout_s=request.wait_seconds))
+    return job_result(await runtime.engine.get(request.job_id, owner=owner))
+
+
+async def cancel(runtime: Runtime, principal: Principal, request: CancelJobRequest) -> types.CallToolResult:
+    return job_result(await runtime.engine.cancel(request.job_id, owner=principal.visible_owner))
+
+
+async def list_jobs(runtime: Runtime, principal: Principal, request: ListJobsRequest) -> types.CallToolResult:
+    jobs, total = await runtime.engine.list(
+        owner=principal.visible_owner,
+        status=request.status,
+        tool=request.tool,
+        limit=request.limit,
+        offset=request.offset,
+    )
+    views = [job.to_public() for job in jobs]
+    data = {"jobs": views, "pagination": {"limit": request.limit, "offset": request.offset, "total": total}}
+    lines = [f"{len(views)} of {total} jobs (offset {request.offset}):"]
+    lines += [f"- {v['job_id']} {v['tool']} {v['status']}" for v in views]
+    return structured_result(data, "\n".join(lines))
+
+
+META_TOOLS: dict[str, MetaTool] = {
+    tool.name: tool
+    for tool in (
+        MetaTool(
+            name="jobs_submit",
+            title="Submit a background job",
+            description=(
+                "Run any tool as a durable background job. Returns the job at once (status queued), "
+                "or, with wait_seconds, the finished job if it ends in time. Use it for tools that "
+                "may take longer than a few seconds."
+            ),
+            request=SubmitJobRequest,
+            output=JobView,
+            annotations=types.ToolAnnotations(
+                title="Submit a background job", read_only_hint=False, destructive_hint=False, open_world_hint=True
+            ),
+            handler=submit,
+        ),
+        MetaTool(
+            name="jobs_status",
+            title="Get a job's status",
+            description=(
+                "The job's status, progress, and its result or error once finished. "
+                "With wait_seconds, waits for the job to finish first (up to 25 s)."
+            ),
+            request=JobStatusRequest,
+            output=JobView,
+            annotations=types.ToolAnnotations(title="Get a job's status", read_only_hint=True, open_world_hint=False),
+            handler=status,
+        ),
+        MetaTool(
+            name="jobs_cancel",
+            title="Cancel a job",
+            description=(
+                "Cancel a queued job, or a running job of a tool that can be interrupted. "
+                "Finished jobs are returned unchanged."
+            ),
+            request=CancelJobRequest,
+            output=JobView,
+            annotations=types.ToolAnnotations(
+                title="Cancel a job", read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                open_world_hint=False,
+            ),
+            handler=cancel,
+        ),
+        MetaTool(
+            name="jobs_list",
+            title="List jobs",
+            description="Your jobs, newest first, filtered by status or tool, a page at a time.",
+            request=ListJobsRequest,
+            output=JobList,
+            annotations=types.ToolAnnotations(title="List jobs", read_only_hint=True, open_world_hint=False),
+            handler=list_jobs,
+        ),
+    )
+}

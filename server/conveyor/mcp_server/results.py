@@ -1,0 +1,58 @@
+"""Turning outcomes, jobs and errors into ``CallToolResult``s (text for the model, structure for code)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mcp_types as types
+
+from conveyor.errors import ConveyorError
+from conveyor.executor import Outcome
+
+MAX_TEXT_RESULT = 4000  # keep the readable summary short; the full result is in structuredContent
+
+
+def outcome_result(outcome: Outcome, *, structured: bool) -> types.CallToolResult:
+    value = outcome.result
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=value if structured and isinstance(value, dict) else None,
+    )
+
+
+def error_result(error: ConveyorError) -> types.CallToolResult:
+    payload = error.to_payload()
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{payload['code']}: {payload['message']}")],
+        structured_content={"error": payload},
+        is_error=True,
+    )
+
+
+def structured_result(data: dict[str, Any], text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=data)
+
+
+def describe_job(job: dict[str, Any]) -> str:
+    """One or two lines an agent can act on."""
+    head = f"Job {job['job_id']} ({job['tool']}) is {job['status']}"
+    status = job["status"]
+    if status == "queued":
+        return f"{head}, position {job.get('position_in_queue')} in its queue. " + _poll_hint(job)
+    if status == "running":
+        progress = job.get("progress") or {}
+        done = f", {progress['percentage']}% done" if progress.get("percentage") is not None else ""
+        return f"{head}{done}. " + _poll_hint(job)
+    if status == "completed":
+        result = json.dumps(job.get("result"), ensure_ascii=False)
+        if len(result) > MAX_TEXT_RESULT:
+            result = result[:MAX_TEXT_RESULT] + "… (truncated; the full result is in the structured content)"
+        return f"{head} in {job.get('execution_time_ms')} ms. Result: {result}"
+    error = job.get("error") or {}
+    return f"{head}: {error.get('code', status)}: {error.get('message', '')}".rstrip(": ")
+
+
+def _poll_hint(job: dict[str, Any]) -> str:
+    return f"Call jobs_status with job_id={job['job_id']!r} and wait_seconds=25 to wait for it."

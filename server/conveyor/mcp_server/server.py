@@ -1,0 +1,97 @@
+"""Builds the SDK's low-level ``Server`` from the registry, the executor and the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+import conveyor
+from conveyor.auth import LOCAL_USER, Principal
+from conveyor.errors import ConveyorError, ToolNotFound
+from conveyor.mcp_server.meta_tools import META_TOOLS
+from conveyor.mcp_server.results import error_result, outcome_result
+from conveyor.progress import Progress
+from conveyor.runtime import Runtime
+from conveyor.toolkit import Tool
+
+INSTRUCTIONS = """\
+Conveyor runs tools now or as durable background jobs.
+- Quick tools: call them directly.
+- Anything that may take more than a few seconds: call jobs_submit with tool, arguments and
+  wait_seconds=25. If the job finishes in time you get its result; otherwise you get a job_id.
+- Then call jobs_status with that job_id and wait_seconds=25 until status is completed, failed,
+  canceled or timeout. jobs_cancel stops a job; jobs_list shows your jobs.
+Jobs survive restarts, so a job_id stays valid across conversations."""
+
+PrincipalResolver = Callable[[ServerRequestContext[Any, Any]], Principal]
+
+
+def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = None) -> Server[Any]:
+    resolve = principal_of or (lambda _ctx: LOCAL_USER)
+    tools = [mcp_tool(tool) for tool in runtime.registry] + [meta.as_mcp_tool() for meta in META_TOOLS.values()]
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=tools)
+
+    async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        principal = resolve(ctx)
+        meta = META_TOOLS.get(params.name)
+        try:
+            if meta is not None:
+                return await meta.handler(runtime, principal, meta.parse(params.arguments))
+            return await _run_direct(runtime, ctx, params)
+        except ToolNotFound as exc:
+            if meta is None and exc.extra.get("tool") == params.name:
+                # An unknown tool name in tools/call is a protocol error (the spec's -32602).
+                raise MCPError(code=INVALID_PARAMS, message=exc.message, data=exc.to_payload()) from None
+            return error_result(exc)
+        except ConveyorError as exc:
+            return error_result(exc)
+
+    return Server(
+        "conveyor",
+        version=conveyor.__version__,
+        title="Conveyor",
+        description="Run tools now or as durable background jobs.",
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def _run_direct(
+    runtime: Runtime, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    async def send_progress(progress: Progress) -> None:
+        await ctx.session.report_progress(progress.current, progress.total, progress.message)
+
+    tool = runtime.registry.get(params.name)
+    outcome = await runtime.executor.run(tool.wire_name, params.arguments, progress=send_progress)
+    return outcome_result(outcome, structured=tool.output_model is not None)
+
+
+def mcp_tool(tool: Tool) -> types.Tool:
+    hints = tool.annotations
+    return types.Tool(
+        name=tool.wire_name,
+        title=tool.title,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        output_schema=tool.output_schema,
+        annotations=types.ToolAnnotations(
+            title=tool.title,
+            read_only_hint=hints.read_only,
+            destructive_hint=hints.destructive,
+            idempotent_hint=hints.idempotent,
+            open_world_hint=hints.open_world,
+        ),
+        meta={"conveyor/version": tool.version, "conveyor/cancellable": tool.cancellable},
+    )

@@ -1,0 +1,100 @@
+"""Loads toolkits (dotted paths and the ``conveyor.toolkits`` entry points) and finds tools."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Iterator
+from importlib.metadata import entry_points
+
+from conveyor.errors import ConfigError, ToolNotFound
+from conveyor.toolkit import Tool, Toolkit
+
+ENTRY_POINT_GROUP = "conveyor.toolkits"
+
+
+def import_toolkit(dotted: str) -> Toolkit:
+    """Import ``package.module:attribute`` (``:toolkit`` is the default attribute)."""
+    module_name, _, attribute = dotted.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import toolkit module {module_name!r}: {exc}") from exc
+    found = getattr(module, attribute or "toolkit", None)
+    if not isinstance(found, Toolkit):
+        raise ConfigError(f"{dotted!r} is not a conveyor Toolkit (got {type(found).__name__})")
+    return found
+
+
+def entry_point_toolkits() -> Iterator[tuple[str, Toolkit]]:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = ep.load()
+        except Exception as exc:
+            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        if not isinstance(loaded, Toolkit):
+            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) is not a conveyor Toolkit")
+        yield ep.value, loaded
+
+
+class Registry:
+    """All loaded tools by wire name (``<toolkit>_<tool>``)."""
+
+    def __init__(self, toolkits: Iterable[tuple[str, Toolkit]] = ()) -> None:
+        self.toolkits: dict[str, Toolkit] = {}
+        self._tools: dict[str, Tool] = {}
+        self._origin: dict[str, str] = {}
+        for origin, toolkit in toolkits:
+            self.add(toolkit, origin=origin)
+
+    @classmethod
+    def load(cls, dotted_paths: Iterable[str], *, entry_points_enabled: bool = True) -> Registry:
+        sources = [(path, import_toolkit(path)) for path in dotted_paths]
+        if entry_points_enabled:
+            sources.extend(entry_point_toolkits())
+        registry = cls()
+        for origin, toolkit in sources:
+            if registry.toolkits.get(toolkit.name) is toolkit:
+                continue  # the same toolkit named twice (a path and its entry point) is one toolkit
+            registry.add(toolkit, origin=origin)
+        return registry
+
+    def add(self, toolkit: Toolkit, *, origin: str = "<code>") -> None:
+        if toolkit.name in self.toolkits and self.toolkits[toolkit.name] is not toolkit:
+            raise ConfigError(
+                f"two toolkits are named {toolkit.name!r}: {self._origin[toolkit.name]} and {origin}"
+            )
+        for tool in toolkit.tools.values():
+            if tool.wire_name in self._tools and self._tools[tool.wire_name] is not tool:
+                other = self._tools[tool.wire_name]
+                raise ConfigError(
+                    f"tool name {tool.wire_name!r} is defined twice: by toolkit {other.toolkit!r} "
+                    f"({self._origin[other.toolkit]}) and by toolkit {toolkit.name!r} ({origin})"
+                )
+        self.toolkits[toolkit.name] = toolkit
+        self._origin[toolkit.name] = origin
+        for tool in toolkit.tools.values():
+            self._tools[tool.wire_name] = tool
+
+    def get(self, wire_name: str) -> Tool:
+        try:
+            return self._tools[wire_name]
+        except KeyError:
+            raise ToolNotFound(f"Tool {wire_name!r} does not exist", tool=wire_name) from None
+
+    def __contains__(self, wire_name: object) -> bool:
+        return wire_name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(sorted(self._tools.values(), key=lambda t: t.wire_name))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def search(self, query: str) -> list[Tool]:
+        """Tools whose name, title or description contains every word of the query."""
+        words = query.lower().split()
+        return [
+            tool
+            for tool in self
+            if all(w in f"{tool.wire_name} {tool.title} {tool.description}".lower() for w in words)
+        ]

@@ -1,0 +1,112 @@
+"""Frozen settings, read once at the edge: TOML file, then ``CONVEYOR_*`` env, then flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from conveyor.errors import ConfigError
+from conveyor.executor import ExecutionLimits
+from conveyor.jobs.engine import EngineConfig
+
+ENV_PREFIX = "CONVEYOR_"
+DEFAULT_TOOLKITS = ("conveyor_toolkits.demo:toolkit",)
+
+
+def default_db_path() -> str:
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(data_home) / "conveyor" / "conveyor.db")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    db: str = Field(default_factory=default_db_path, description="SQLite file path")
+    toolkits: tuple[str, ...] = Field(DEFAULT_TOOLKITS, description="toolkits by dotted path")
+    entry_points: bool = Field(True, description="also load toolkits of the conveyor.toolkits entry points")
+    concurrency: int = Field(8, ge=1, le=100_000)
+    queues: tuple[str, ...] | None = None
+    lease_seconds: float = Field(30.0, gt=0)
+    sweep_interval_seconds: float = Field(5.0, gt=0)
+    retention_hours: float = Field(24 * 7, gt=0)
+    progress_interval_seconds: float = Field(0.25, ge=0)
+    default_timeout_ms: int | None = Field(3_600_000, gt=0)
+    max_argument_bytes: int = Field(1_000_000, gt=0)
+    max_result_bytes: int = Field(5_000_000, gt=0)
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+
+    @field_validator("toolkits", "queues", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            concurrency=self.concurrency,
+            queues=self.queues,
+            lease_ms=int(self.lease_seconds * 1000),
+            sweep_interval_s=self.sweep_interval_seconds,
+            retention_s=self.retention_hours * 3600,
+            progress_interval_s=self.progress_interval_seconds,
+        )
+
+    def execution_limits(self) -> ExecutionLimits:
+        return ExecutionLimits(
+            max_argument_bytes=self.max_argument_bytes,
+            max_result_bytes=self.max_result_bytes,
+            default_timeout_ms=self.default_timeout_ms,
+        )
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the three sources (later wins) and validate once; ``ConfigError`` says what is wrong."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_toml(Path(config_file)))
+    values.update(_from_env(os.environ if env is None else env))
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("conveyor", data)  # a [conveyor] table, or the whole file
+    return {key.replace("-", "_"): value for key, value in section.items()}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    known = set(Settings.model_fields)
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in known:
+            values[name] = value
+    return values

@@ -1,0 +1,204 @@
+"""The ``Toolkit`` blueprint and its ``@toolkit.tool`` decorator.
+
+A tool is a plain function; its type hints become the input JSON Schema (through a
+pydantic model), its docstring the description. Nothing here runs a tool: that is
+the executor's job.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from conveyor.context import ToolContext
+from conveyor.errors import ConfigError
+
+WIRE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+RESERVED_PREFIXES = ("jobs", "tools")
+TaskSupport = Literal["optional", "required", "forbidden"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often an idempotent tool's job is tried, and how long to wait in between."""
+
+    max_attempts: int = 3
+    backoff_ms: int = 1000
+    max_backoff_ms: int = 60_000
+
+    def delay_ms(self, attempt: int) -> int:
+        """Exponential back-off after the given (1-based) failed attempt."""
+        return int(min(self.max_backoff_ms, self.backoff_ms * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAnnotations:
+    read_only: bool = False
+    destructive: bool = True
+    idempotent: bool = False
+    open_world: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class Tool:
+    """One tool of a toolkit, with everything the executor and the front doors need."""
+
+    toolkit: str
+    name: str
+    func: Callable[..., Any]
+    description: str
+    arguments_model: type[BaseModel]
+    output_model: type[BaseModel] | None
+    title: str
+    annotations: ToolAnnotations
+    version: str
+    timeout_ms: int | None
+    cancellable: bool
+    retry: RetryPolicy | None
+    queue: str
+    task_support: TaskSupport
+    context_parameter: str | None
+    is_async: bool
+    toolkit_ref: Toolkit = field(repr=False)
+
+    @property
+    def wire_name(self) -> str:
+        return f"{self.toolkit}_{self.name}"
+
+    @cached_property
+    def input_schema(self) -> dict[str, Any]:
+        schema = self.arguments_model.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    @cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        if self.output_model is None:
+            return None
+        schema = self.output_model.model_json_schema()
+        return schema
+
+
+AsyncLifespan = Callable[["Toolkit"], AbstractAsyncContextManager[Any]]
+
+
+class Toolkit:
+    """A named set of tools, e.g. ``toolkit = Toolkit("github")`` then ``@toolkit.tool``.
+
+    ``lifespan`` (optional) is entered once when the server starts; what it yields is
+    available to tools as ``ctx.state``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        version: str = "0.1.0",
+        lifespan: AsyncLifespan | None = None,
+    ) -> None:
+        if not re.fullmatch(r"[a-zA-Z0-9-]{1,32}", name):
+            raise ConfigError(f"toolkit name {name!r} must be 1-32 letters, digits or '-'")
+        if name in RESERVED_PREFIXES:
+            raise ConfigError(f"toolkit name {name!r} is reserved for Conveyor's meta-tools")
+        self.name = name
+        self.description = description
+        self.version = version
+        self.lifespan = lifespan
+        self.tools: dict[str, Tool] = {}
+
+    def tool(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        output: type[BaseModel] | None = None,
+        read_only: bool = False,
+        destructive: bool | None = None,
+        idempotent: bool = False,
+        open_world: bool = True,
+        version: str | None = None,
+        timeout_ms: int | None = None,
+        cancellable: bool = True,
+        retry: RetryPolicy | None = None,
+        queue: str = "default",
+        task_support: TaskSupport = "optional",
+    ) -> Any:
+        """Register a function as a tool; usable bare (``@toolkit.tool``) or with options."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            tool_name = name or fn.__name__
+            if tool_name in self.tools:
+                raise ConfigError(f"toolkit {self.name!r} defines tool {tool_name!r} twice")
+            if retry is not None and not idempotent:
+                raise ConfigError(f"tool {self.name}_{tool_name}: a retry policy needs idempotent=True")
+            if timeout_ms is not None and timeout_ms <= 0:
+                raise ConfigError(f"tool {self.name}_{tool_name}: timeout_ms must be positive")
+            arguments_model, context_parameter = _arguments_model(fn, f"{self.name}_{tool_name}")
+            self.tools[tool_name] = Tool(
+                toolkit=self.name,
+                name=tool_name,
+                func=fn,
+                description=description or inspect.cleandoc(fn.__doc__ or "") or tool_name,
+                arguments_model=arguments_model,
+                output_model=output or _output_model(fn),
+                title=title or tool_name.replace("_", " ").capitalize(),
+                annotations=ToolAnnotations(
+                    read_only=read_only,
+                    destructive=(not read_only) if destructive is None else destructive,
+                    idempotent=idempotent or read_only,
+                    open_world=open_world,
+                ),
+                version=version or self.version,
+                timeout_ms=timeout_ms,
+                cancellable=cancellable,
+                retry=retry,
+                queue=queue,
+                task_support=task_support,
+                context_parameter=context_parameter,
+                is_async=inspect.iscoroutinefunction(fn),
+                toolkit_ref=self,
+            )
+            wire = self.tools[tool_name].wire_name
+            if not WIRE_NAME.fullmatch(wire):
+                raise ConfigError(f"tool name {wire!r} must match {WIRE_NAME.pattern}")
+            return fn
+
+        return register(func) if func is not None else register
+
+
+def _arguments_model(fn: Callable[..., Any], model_name: str) -> tuple[type[BaseModel], str | None]:
+    """Build the pydantic model of a function's parameters; the ToolContext one is left out."""
+    hints = get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {}
+    context_parameter = None
+    for param in inspect.signature(fn).parameters.values():
+        annotation = hints.get(param.name, Any)
+        if annotation is ToolContext:
+            context_parameter = param.name
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"tool {model_name}: *args and **kwargs cannot be described as a schema")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    model = create_model(  # type: ignore[call-overload]
+        f"{model_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return model, context_parameter
+
+
+def _output_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
+    returns = get_type_hints(fn).get("return")
+    if inspect.isclass(returns) and issubclass(returns, BaseModel):
+        return returns
+    return None
+

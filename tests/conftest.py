@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from conveyor.mcp_server import build_server
+from conveyor.runtime import Runtime, open_runtime
+from conveyor.settings import Settings, load_settings
+
+ERAS = ["auto", "legacy"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db": str(tmp_path / "conveyor.db"),
+        "toolkits": ("conveyor_toolkits.demo:toolkit", "tests.toolkits:toolkit"),
+        "entry_points": False,
+        "progress_interval_seconds": 0,
+        "sqlite_synchronous": "NORMAL",
+    }
+    values.update(overrides)
+    return load_settings(env={}, overrides=values)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with open_runtime(settings) as runtime:
+        yield runtime
+
+
+@pytest.fixture(params=ERAS)
+async def client(request: pytest.FixtureRequest, runtime: Runtime) -> AsyncIterator[Client]:
+    async with Client(build_server(runtime), mode=request.param) as client:
+        yield client
