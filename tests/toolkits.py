@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import anyio
 
 from conveyor import ToolContext, Toolkit
@@ -46,3 +48,9 @@ def blocking_sum(numbers: list[int]) -> int:
 def big_result(size: int) -> str:
     """Return a string of the given size."""
     return "x" * size
+
+
+@toolkit.tool(read_only=True, open_world=False)
+def pid() -> int:
+    """The server's process id, so a test can kill the server it talks to over stdio."""
+    return os.getpid()

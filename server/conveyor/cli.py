@@ -41,12 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="settings file (TOML), e.g. conveyor.toml")
     common.add_argument("--db", help="SQLite database file (default: ~/.local/share/conveyor/conveyor.db)")
     common.add_argument(
-        "--toolkit", action="append", dest="toolkits", metavar="DOTTED",
+        "--toolkit",
+        action="append",
+        dest="toolkits",
+        metavar="DOTTED",
         help="load a toolkit by dotted path (package.module:attribute); repeatable",
     )
     common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
-    parser = argparse.ArgumentParser(prog="conveyor", description="Run tools now or as durable background jobs.")
+    parser = argparse.ArgumentParser(
+        prog="conveyor", description="Run tools now or as durable background jobs."
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="serve MCP over stdio")
@@ -59,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
     call = commands.add_parser("call", parents=[common], help="run a tool once and print its result")
     call.add_argument("tool")
-    call.add_argument("arguments", nargs="*", metavar="key=value", help="values are JSON if they parse, else text")
+    call.add_argument(
+        "arguments", nargs="*", metavar="key=value", help="values are JSON if they parse, else text"
+    )
     call.set_defaults(command=_call)
 
     jobs = commands.add_parser("jobs", help="inspect and cancel jobs in a database file")
@@ -109,7 +116,8 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
 def _call(args: argparse.Namespace, settings: Settings) -> int:
     arguments = dict(_parse_pair(pair) for pair in args.arguments)
     executor = Executor(
-        Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points), settings.execution_limits()
+        Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points),
+        settings.execution_limits(),
     )
 
     async def show_progress(progress: Progress) -> None:

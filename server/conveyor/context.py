@@ -37,7 +37,12 @@ class ToolContext:
         self._loop_thread = threading.get_ident()
 
     def report_progress(
-        self, current: float, total: float | None = None, message: str | None = None, *, step: str | None = None
+        self,
+        current: float,
+        total: float | None = None,
+        message: str | None = None,
+        *,
+        step: str | None = None,
     ) -> None:
         """Report how far the tool has come; cheap enough to call in a tight loop."""
         if self._relay is None:
@@ -49,7 +54,9 @@ class ToolContext:
         self.step_results.append({"step": name, "result": result})
 
     def log(self, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
-        logger.log(level, message, extra={"action": "tool.log", "tool": self.tool, "job_id": self.job_id, **fields})
+        logger.log(
+            level, message, extra={"action": "tool.log", "tool": self.tool, "job_id": self.job_id, **fields}
+        )
 
     def check_cancelled(self) -> None:
         """For sync tools: raise if the run was cancelled, so long loops can stop early."""

@@ -73,7 +73,9 @@ class Executor:
     def timeout_ms_for(self, tool: Tool, requested_ms: int | None) -> int | None:
         if requested_ms is not None:
             if requested_ms <= 0:
-                raise InvalidArguments("timeout_ms must be a positive number of milliseconds", argument="timeout_ms")
+                raise InvalidArguments(
+                    "timeout_ms must be a positive number of milliseconds", argument="timeout_ms"
+                )
             return requested_ms
         return tool.timeout_ms or self.limits.default_timeout_ms
 
@@ -130,9 +132,13 @@ class Executor:
         try:
             if tool.output_model is not None and not isinstance(value, tool.output_model):
                 value = tool.output_model.model_validate(value)
-            result = value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
+            result = (
+                value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
+            )
         except (ValidationError, PydanticSerializationError) as exc:
-            logger.warning("tool result rejected", extra={"action": "tool.bad_result", "tool": tool.wire_name})
+            logger.warning(
+                "tool result rejected", extra={"action": "tool.bad_result", "tool": tool.wire_name}
+            )
             raise ExecutionError(
                 f"Tool {tool.wire_name} returned a result that does not match its output schema",
                 details={"reason": str(exc).splitlines()[0]},
@@ -173,9 +179,7 @@ def _map_failure(tool: Tool, exc: BaseException) -> ConveyorError:
     if isinstance(exc, ConveyorError):
         return exc
     # The client gets the exception's type and text; the traceback stays in the server log.
-    logger.error(
-        "tool raised", exc_info=exc, extra={"action": "tool.raised", "tool": tool.wire_name}
-    )
+    logger.error("tool raised", exc_info=exc, extra={"action": "tool.raised", "tool": tool.wire_name})
     return ExecutionError(
         f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
         details={"exception": type(exc).__name__},

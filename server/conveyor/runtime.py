@@ -50,7 +50,9 @@ async def open_runtime(
         stack.push_async_callback(store.close)
         for toolkit in registry.toolkits.values():
             if toolkit.lifespan is not None:
-                executor.bind_toolkit_state(toolkit.name, await stack.enter_async_context(toolkit.lifespan(toolkit)))
+                executor.bind_toolkit_state(
+                    toolkit.name, await stack.enter_async_context(toolkit.lifespan(toolkit))
+                )
         engine = JobEngine(store, executor, events, settings.engine_config())
         async with anyio.create_task_group() as tg:
             if run_workers:

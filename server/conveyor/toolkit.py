@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -23,6 +23,7 @@ from conveyor.errors import ConfigError
 WIRE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 RESERVED_PREFIXES = ("jobs", "tools")
 TaskSupport = Literal["optional", "required", "forbidden"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +115,32 @@ class Toolkit:
         self.lifespan = lifespan
         self.tools: dict[str, Tool] = {}
 
+    @overload
+    def tool(self, func: F) -> F: ...
+
+    @overload
     def tool(
         self,
-        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        output: type[BaseModel] | None = None,
+        read_only: bool = False,
+        destructive: bool | None = None,
+        idempotent: bool = False,
+        open_world: bool = True,
+        version: str | None = None,
+        timeout_ms: int | None = None,
+        cancellable: bool = True,
+        retry: RetryPolicy | None = None,
+        queue: str = "default",
+        task_support: TaskSupport = "optional",
+    ) -> Callable[[F], F]: ...
+
+    def tool(
+        self,
+        func: Any = None,
         *,
         name: str | None = None,
         title: str | None = None,
@@ -135,7 +159,7 @@ class Toolkit:
     ) -> Any:
         """Register a function as a tool; usable bare (``@toolkit.tool``) or with options."""
 
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def register(fn: F) -> F:
             tool_name = name or fn.__name__
             if tool_name in self.tools:
                 raise ConfigError(f"toolkit {self.name!r} defines tool {tool_name!r} twice")
@@ -190,9 +214,7 @@ def _arguments_model(fn: Callable[..., Any], model_name: str) -> tuple[type[Base
             raise ConfigError(f"tool {model_name}: *args and **kwargs cannot be described as a schema")
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    model = create_model(  # type: ignore[call-overload]
-        f"{model_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    model = create_model(f"{model_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
     return model, context_parameter
 
 
@@ -201,4 +223,3 @@ def _output_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
     if inspect.isclass(returns) and issubclass(returns, BaseModel):
         return returns
     return None
-

@@ -6,6 +6,7 @@ the sweeper, a safety net that recovers expired leases and purges old jobs.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import secrets
@@ -104,7 +105,9 @@ class JobEngine:
                 estimated_duration_ms=await self._estimate(tool.wire_name),
             )
         )
-        logger.info("job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool})
+        logger.info(
+            "job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool}
+        )
         self._wake_workers()
         return await self.get(job.job_id, owner=None)
 
@@ -163,7 +166,7 @@ class JobEngine:
         tool: str | None = None,
         limit: int = 20,
         offset: int = 0,
-    ) -> tuple[list[Job], int]:
+    ) -> tuple[builtins.list[Job], int]:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArguments(f"limit must be between 1 and {MAX_PAGE}", argument="limit")
         if offset < 0:
@@ -283,9 +286,13 @@ class JobEngine:
     async def _fail_or_retry(self, job: Job, tool: Tool, exc: ConveyorError, status: JobStatus) -> None:
         if _should_retry(tool, job.attempts, exc):
             assert tool.retry is not None
-            requeued = await self.store.requeue(job.job_id, run_after=now_ms() + tool.retry.delay_ms(job.attempts))
+            requeued = await self.store.requeue(
+                job.job_id, run_after=now_ms() + tool.retry.delay_ms(job.attempts)
+            )
             if requeued is not None:
-                logger.info("job retried", extra={"action": "job.retry", "job_id": job.job_id, "code": exc.code})
+                logger.info(
+                    "job retried", extra={"action": "job.retry", "job_id": job.job_id, "code": exc.code}
+                )
                 self._publish(requeued)
                 self._wake_workers()
                 return
@@ -301,7 +308,12 @@ class JobEngine:
         if finished is not None:
             logger.info(
                 "job finished",
-                extra={"action": "job.finished", "job_id": job.job_id, "tool": job.tool, "status": str(status)},
+                extra={
+                    "action": "job.finished",
+                    "job_id": job.job_id,
+                    "tool": job.tool,
+                    "status": str(status),
+                },
             )
             self._publish(finished)
 
@@ -395,4 +407,3 @@ def clamp_wait(seconds: float | None, cap: float) -> float:
     if seconds is None or math.isnan(seconds):
         return 0.0
     return max(0.0, min(cap, seconds))
-

@@ -19,5 +19,5 @@ def load_queries(dialect: str) -> dict[str, str]:
 def load_migrations(dialect: str) -> list[tuple[int, str]]:
     """``(version, script)`` pairs from ``sql/<dialect>_schema/NNNN_name.sql``, in order."""
     folder = files("conveyor.jobs").joinpath("sql", f"{dialect}_schema")
-    scripts = sorted(entry for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    scripts = sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
     return [(int(entry.name.split("_", 1)[0]), entry.read_text()) for entry in scripts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,7 +63,7 @@ class SQLiteJobStore:
             row = await cursor.fetchone()
         return _to_job(row) if row is not None else None
 
-    async def _all(self, query: str, params: dict[str, Any]) -> list[Job]:
+    async def _all(self, query: str, params: dict[str, Any]) -> builtins.list[Job]:
         async with self._conn.execute(self._q[query], params) as cursor:
             rows = await cursor.fetchall()
         return [_to_job(row) for row in rows]
@@ -98,7 +99,7 @@ class SQLiteJobStore:
 
     async def list(
         self, *, owner: str | None, status: JobStatus | None, tool: str | None, limit: int, offset: int
-    ) -> tuple[list[Job], int]:
+    ) -> tuple[builtins.list[Job], int]:
         params: dict[str, Any] = {"owner": owner, "status": status and str(status), "tool": tool}
         jobs = await self._all("list_jobs", {**params, "limit": limit, "offset": offset})
         total = await self._scalar("count_jobs", params)
@@ -120,10 +121,14 @@ class SQLiteJobStore:
         return None if value is None else int(value)
 
     async def extend_leases(self, *, worker: str, lease_expires_at: int) -> None:
-        await self._conn.execute(self._q["extend_leases"], {"worker": worker, "lease_expires_at": lease_expires_at})
+        await self._conn.execute(
+            self._q["extend_leases"], {"worker": worker, "lease_expires_at": lease_expires_at}
+        )
 
     async def save_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        await self._conn.execute(self._q["save_progress"], {"job_id": job_id, "progress": json.dumps(progress)})
+        await self._conn.execute(
+            self._q["save_progress"], {"job_id": job_id, "progress": json.dumps(progress)}
+        )
 
     async def finish(
         self,
@@ -133,7 +138,7 @@ class SQLiteJobStore:
         now: int,
         result: Any = None,
         error: dict[str, Any] | None = None,
-        step_results: list[dict[str, Any]] | None = None,
+        step_results: builtins.list[dict[str, Any]] | None = None,
         execution_time_ms: int | None = None,
     ) -> Job | None:
         params = {
@@ -151,12 +156,14 @@ class SQLiteJobStore:
         return await self._one("requeue_job", {"job_id": job_id, "run_after": run_after})
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
-        return await self._one("cancel_queued_job", {"job_id": job_id, "now": now, "error": json.dumps(error)})
+        return await self._one(
+            "cancel_queued_job", {"job_id": job_id, "now": now, "error": json.dumps(error)}
+        )
 
-    async def expired_leases(self, now: int) -> list[Job]:
+    async def expired_leases(self, now: int) -> builtins.list[Job]:
         return await self._all("expired_leases", {"now": now})
 
-    async def recent_durations(self, tool: str) -> list[int]:
+    async def recent_durations(self, tool: str) -> builtins.list[int]:
         async with self._conn.execute(self._q["recent_durations"], {"tool": tool}) as cursor:
             rows = await cursor.fetchall()
         return [int(row[0]) for row in rows if row[0] is not None]
@@ -167,7 +174,7 @@ class SQLiteJobStore:
 
 
 def _to_job(row: aiosqlite.Row) -> Job:
-    values = {key: row[key] for key in row.keys() if key in _ROW_FIELDS}
+    values = {key: value for key, value in dict(row).items() if key in _ROW_FIELDS}
     for column in _JSON_COLUMNS:
         if values.get(column) is not None:
             values[column] = json.loads(values[column])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ class JobStore(Protocol):
 
     async def list(
         self, *, owner: str | None, status: JobStatus | None, tool: str | None, limit: int, offset: int
-    ) -> tuple[list[Job], int]: ...
+    ) -> tuple[builtins.list[Job], int]: ...
 
     async def claim_next(
         self, *, worker: str, queues: Sequence[str] | None, now: int, lease_expires_at: int
@@ -41,7 +42,7 @@ class JobStore(Protocol):
         now: int,
         result: Any = None,
         error: dict[str, Any] | None = None,
-        step_results: list[dict[str, Any]] | None = None,
+        step_results: builtins.list[dict[str, Any]] | None = None,
         execution_time_ms: int | None = None,
     ) -> Job | None:
         """Move a queued or running job to a terminal status; ``None`` if it already was terminal."""
@@ -51,8 +52,8 @@ class JobStore(Protocol):
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None: ...
 
-    async def expired_leases(self, now: int) -> list[Job]: ...
+    async def expired_leases(self, now: int) -> builtins.list[Job]: ...
 
-    async def recent_durations(self, tool: str) -> list[int]: ...
+    async def recent_durations(self, tool: str) -> builtins.list[int]: ...
 
     async def purge_finished(self, before: int) -> int: ...

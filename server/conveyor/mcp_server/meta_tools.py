@@ -77,7 +77,9 @@ async def submit(runtime: Runtime, principal: Principal, request: SubmitJobReque
 async def status(runtime: Runtime, principal: Principal, request: JobStatusRequest) -> types.CallToolResult:
     owner = principal.visible_owner
     if request.wait_seconds > 0:
-        return job_result(await runtime.engine.wait(request.job_id, owner=owner, timeout_s=request.wait_seconds))
+        return job_result(
+            await runtime.engine.wait(request.job_id, owner=owner, timeout_s=request.wait_seconds)
+        )
     return job_result(await runtime.engine.get(request.job_id, owner=owner))
 
 
@@ -114,7 +116,10 @@ META_TOOLS: dict[str, MetaTool] = {
             request=SubmitJobRequest,
             output=JobView,
             annotations=types.ToolAnnotations(
-                title="Submit a background job", read_only_hint=False, destructive_hint=False, open_world_hint=True
+                title="Submit a background job",
+                read_only_hint=False,
+                destructive_hint=False,
+                open_world_hint=True,
             ),
             handler=submit,
         ),
@@ -127,7 +132,9 @@ META_TOOLS: dict[str, MetaTool] = {
             ),
             request=JobStatusRequest,
             output=JobView,
-            annotations=types.ToolAnnotations(title="Get a job's status", read_only_hint=True, open_world_hint=False),
+            annotations=types.ToolAnnotations(
+                title="Get a job's status", read_only_hint=True, open_world_hint=False
+            ),
             handler=status,
         ),
         MetaTool(
@@ -140,7 +147,10 @@ META_TOOLS: dict[str, MetaTool] = {
             request=CancelJobRequest,
             output=JobView,
             annotations=types.ToolAnnotations(
-                title="Cancel a job", read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                title="Cancel a job",
+                read_only_hint=False,
+                destructive_hint=True,
+                idempotent_hint=True,
                 open_world_hint=False,
             ),
             handler=cancel,

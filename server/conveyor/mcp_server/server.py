@@ -34,14 +34,18 @@ PrincipalResolver = Callable[[ServerRequestContext[Any, Any]], Principal]
 
 def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = None) -> Server[Any]:
     resolve = principal_of or (lambda _ctx: LOCAL_USER)
-    tools = [mcp_tool(tool) for tool in runtime.registry] + [meta.as_mcp_tool() for meta in META_TOOLS.values()]
+    tools = [mcp_tool(tool) for tool in runtime.registry] + [
+        meta.as_mcp_tool() for meta in META_TOOLS.values()
+    ]
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools)
 
-    async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         principal = resolve(ctx)
         meta = META_TOOLS.get(params.name)
         try:
@@ -93,5 +97,5 @@ def mcp_tool(tool: Tool) -> types.Tool:
             idempotent_hint=hints.idempotent,
             open_world_hint=hints.open_world,
         ),
-        meta={"conveyor/version": tool.version, "conveyor/cancellable": tool.cancellable},
+        _meta={"conveyor/version": tool.version, "conveyor/cancellable": tool.cancellable},
     )
