@@ -16,7 +16,8 @@ async def test_list_tools_shows_every_registry_tool_and_the_meta_tools(client: C
     assert {"demo_echo", "demo_sleep", "demo_fail", "demo_add"} <= set(listed)
     assert set(listed) >= META_TOOLS
     assert listed["demo_add"].output_schema is not None
-    assert listed["demo_echo"].annotations is not None and listed["demo_echo"].annotations.read_only_hint
+    assert listed["demo_echo"].annotations is not None
+    assert listed["demo_echo"].annotations.read_only_hint
 
 
 async def test_direct_call_returns_structured_output(client: Client) -> None:
@@ -31,7 +32,9 @@ async def test_direct_call_sends_progress_notifications(client: Client) -> None:
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total))
 
-    result = await client.call_tool("demo_sleep", {"seconds": 0.05, "steps": 3}, progress_callback=on_progress)
+    result = await client.call_tool(
+        "demo_sleep", {"seconds": 0.05, "steps": 3}, progress_callback=on_progress
+    )
     assert not result.is_error
     assert seen[-1] == (3, 3)
 

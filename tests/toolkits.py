@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import anyio
 
-from conveyor import ToolContext, Toolkit
+from conveyor import RetryPolicy, ToolContext, Toolkit
 
 toolkit = Toolkit("testkit", description="Tools for Conveyor's own tests.")
 
@@ -54,3 +55,45 @@ def big_result(size: int) -> str:
 def pid() -> int:
     """The server's process id, so a test can kill the server it talks to over stdio."""
     return os.getpid()
+
+
+# -- for test_mcp_jobs.py and test_engine.py ------------------------------------------
+
+# Set by testkit_hold_observed when it is interrupted; reset_observed() makes a fresh one.
+interrupted = anyio.Event()
+
+
+def reset_observed() -> None:
+    global interrupted
+    interrupted = anyio.Event()
+
+
+@toolkit.tool
+async def hold_observed() -> str:
+    """Like hold, but records in ``interrupted`` that it was cancelled."""
+    started.set()
+    try:
+        await release.wait()
+    except anyio.get_cancelled_exc_class():
+        interrupted.set()
+        raise
+    return "released"
+
+
+# Runs of testkit_flaky per key; tests pass a fresh key so runs never mix.
+flaky_runs: dict[str, int] = {}
+
+
+@toolkit.tool(idempotent=True, open_world=False, retry=RetryPolicy(max_attempts=3, backoff_ms=1))
+async def flaky(key: str) -> int:
+    """Fail the first run for a key and succeed after, to exercise the retry policy."""
+    runs = flaky_runs[key] = flaky_runs.get(key, 0) + 1
+    if runs == 1:
+        raise RuntimeError(f"first run for {key} fails")
+    return runs
+
+
+@toolkit.tool(read_only=True, open_world=False)
+def thread_ident() -> int:
+    """A sync tool that answers the ident of the thread it runs in."""
+    return threading.get_ident()

@@ -95,9 +95,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     section = data.get("conveyor", data)  # a [conveyor] table, or the whole file
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: 'conveyor' must be a table")
     return {key.replace("-", "_"): value for key, value in section.items()}
 
 

@@ -163,6 +163,9 @@ class Toolkit:
             tool_name = name or fn.__name__
             if tool_name in self.tools:
                 raise ConfigError(f"toolkit {self.name!r} defines tool {tool_name!r} twice")
+            wire = f"{self.name}_{tool_name}"
+            if not WIRE_NAME.fullmatch(wire):  # checked before registering, so a refused tool leaves no trace
+                raise ConfigError(f"tool name {wire!r} must match {WIRE_NAME.pattern}")
             if retry is not None and not idempotent:
                 raise ConfigError(f"tool {self.name}_{tool_name}: a retry policy needs idempotent=True")
             if timeout_ms is not None and timeout_ms <= 0:
@@ -192,9 +195,6 @@ class Toolkit:
                 is_async=inspect.iscoroutinefunction(fn),
                 toolkit_ref=self,
             )
-            wire = self.tools[tool_name].wire_name
-            if not WIRE_NAME.fullmatch(wire):
-                raise ConfigError(f"tool name {wire!r} must match {WIRE_NAME.pattern}")
             return fn
 
         return register(func) if func is not None else register

@@ -31,12 +31,13 @@ from conveyor.executor import Executor
 from conveyor.jobs.models import Job, JobStatus, NewJob, now_ms
 from conveyor.jobs.store import JobStore
 from conveyor.progress import Progress
-from conveyor.toolkit import Tool
+from conveyor.toolkit import RetryPolicy, Tool
 
 logger = logging.getLogger("conveyor.jobs")
 
 MAX_PAGE = 100
 RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.EXECUTION_TIMEOUT, ErrorCode.WORKER_LOST})
+LOST_JOB_RETRY = RetryPolicy()  # for idempotent tools without a retry policy whose worker vanished
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +90,9 @@ class JobEngine:
             raise InvalidArguments("webhook_url must be an http(s) URL", argument="webhook_url")
         arguments = arguments or {}
         if idempotency_key is not None:
-            existing = await self.store.get_by_idempotency_key(owner, idempotency_key)
-            if existing is not None:
-                return self._same_request_or_conflict(existing, tool.wire_name, arguments)
+            earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)
+            if earlier is not None:
+                return earlier
         job = await self.store.insert(
             NewJob(
                 tool=tool.wire_name,
@@ -105,6 +106,12 @@ class JobEngine:
                 estimated_duration_ms=await self._estimate(tool.wire_name),
             )
         )
+        if job is None:  # a concurrent submit with the same idempotency key committed first
+            assert idempotency_key is not None
+            earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)
+            if earlier is None:  # ... and its job was purged meanwhile
+                raise IdempotencyConflict("This idempotency_key was used by a concurrent submit; retry")
+            return earlier
         logger.info(
             "job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool}
         )
@@ -284,10 +291,10 @@ class JobEngine:
         self._publish(_with_progress(job, shape))
 
     async def _fail_or_retry(self, job: Job, tool: Tool, exc: ConveyorError, status: JobStatus) -> None:
-        if _should_retry(tool, job.attempts, exc):
-            assert tool.retry is not None
+        policy = _retry_policy(tool, job.attempts, exc)
+        if policy is not None:
             requeued = await self.store.requeue(
-                job.job_id, run_after=now_ms() + tool.retry.delay_ms(job.attempts)
+                job.job_id, run_after=now_ms() + policy.delay_ms(job.attempts)
             )
             if requeued is not None:
                 logger.info(
@@ -354,13 +361,17 @@ class JobEngine:
     def _tool_or_none(self, name: str) -> Tool | None:
         return self.executor.registry.get(name) if name in self.executor.registry else None
 
-    def _same_request_or_conflict(self, existing: Job, tool: str, arguments: dict[str, Any]) -> Job:
+    async def _resubmitted(self, owner: str, key: str, tool: str, arguments: dict[str, Any]) -> Job | None:
+        """The job an earlier submit with this key made, if it was the same request."""
+        existing = await self.store.get_by_idempotency_key(owner, key)
+        if existing is None:
+            return None
         if existing.tool != tool or existing.arguments != arguments:
             raise IdempotencyConflict(
                 "This idempotency_key was already used with a different tool or arguments",
                 job_id=existing.job_id,
             )
-        return existing
+        return await self.get(existing.job_id, owner=None)  # with a fresh position_in_queue
 
     async def _estimate(self, tool: str) -> int | None:
         if tool not in self._estimates:
@@ -374,13 +385,13 @@ class JobEngine:
         self._estimates[tool] = duration_ms if previous is None else int(0.8 * previous + 0.2 * duration_ms)
 
 
-def _should_retry(tool: Tool, attempts: int, exc: ConveyorError) -> bool:
-    return (
-        tool.retry is not None
-        and tool.annotations.idempotent
-        and exc.code in RETRYABLE_CODES
-        and attempts < tool.retry.max_attempts
-    )
+def _retry_policy(tool: Tool, attempts: int, exc: ConveyorError) -> RetryPolicy | None:
+    """How to retry this failure, or ``None`` to fail the job now."""
+    if not tool.annotations.idempotent or exc.code not in RETRYABLE_CODES:
+        return None
+    # A lost job of an idempotent tool is retried even without a policy of its own (DESIGN §2).
+    policy = tool.retry or (LOST_JOB_RETRY if exc.code is ErrorCode.WORKER_LOST else None)
+    return policy if policy is not None and attempts < policy.max_attempts else None
 
 
 def _elapsed(job: Job) -> int | None:

@@ -73,7 +73,7 @@ class SQLiteJobStore:
             row = await cursor.fetchone()
         return row[0] if row is not None else None
 
-    async def insert(self, job: NewJob) -> Job:
+    async def insert(self, job: NewJob) -> Job | None:
         params = {
             "job_id": job.job_id,
             "tool": job.tool,
@@ -87,9 +87,7 @@ class SQLiteJobStore:
             "webhook_url": job.webhook_url,
             "estimated_duration_ms": job.estimated_duration_ms,
         }
-        inserted = await self._one("insert_job", params)
-        assert inserted is not None
-        return inserted
+        return await self._one("insert_job", params)
 
     async def get(self, job_id: str) -> Job | None:
         return await self._one("get_job", {"job_id": job_id})

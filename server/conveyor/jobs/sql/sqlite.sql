@@ -3,6 +3,7 @@ INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run
                   idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
         :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms)
+ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *, NULL AS position_in_queue;
 
 -- name: get_job

@@ -1,0 +1,131 @@
+"""The ``conveyor`` command, run as a real subprocess (``python -m conveyor``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from conveyor.runtime import open_runtime
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.slow
+
+
+def conveyor(tmp_path: Path, *args: str, db: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``conveyor <args> --db <tmp>``; nothing it does may touch the home directory."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_ENTRY_POINTS="false", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    command = [sys.executable, "-m", "conveyor", *args, "--db", str(db or tmp_path / "cli.db")]
+    return subprocess.run(
+        command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
+
+
+def error_code(run: subprocess.CompletedProcess[str]) -> str:
+    code: str = json.loads(run.stdout)["error"]["code"]
+    return code
+
+
+def test_tools_lists_the_demo_tools_one_per_line(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "tools")
+    assert run.returncode == 0, run.stderr
+    names = [line.split()[0] for line in run.stdout.splitlines()]
+    assert names == ["demo_add", "demo_echo", "demo_fail", "demo_sleep"]
+
+
+def test_tools_json_prints_the_mcp_tool_definitions(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "tools", "--json")
+    assert run.returncode == 0, run.stderr
+    tools = {tool["name"]: tool for tool in json.loads(run.stdout)}
+    assert set(tools) == {"demo_add", "demo_echo", "demo_fail", "demo_sleep"}
+    assert tools["demo_echo"]["inputSchema"]["required"] == ["text"]
+    assert tools["demo_add"]["outputSchema"]["properties"]["sum"]["type"] == "number"
+
+
+def test_call_runs_the_tool_and_prints_its_result_as_json(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "call", "demo_add", "a=1", "b=2")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"sum": 3.0}
+
+
+def test_call_with_a_missing_argument_prints_invalid_arguments_and_exits_1(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "call", "demo_echo")
+    assert run.returncode == 1
+    error = json.loads(run.stdout)["error"]
+    assert error["code"] == "INVALID_ARGUMENTS"
+    assert error["argument"] == "text"
+
+
+def test_call_of_an_unknown_tool_prints_tool_not_found_and_exits_1(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "call", "nope")
+    assert run.returncode == 1
+    assert error_code(run) == "TOOL_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("serve", "--concurrency", "0"), ("tools", "--toolkit", "does.not.exist")],
+    ids=["concurrency-0", "unknown-toolkit"],
+)
+def test_bad_configuration_exits_2_with_one_line_on_stderr(tmp_path: Path, args: tuple[str, ...]) -> None:
+    run = conveyor(tmp_path, *args)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert run.stderr.startswith("conveyor: error: ")
+    assert "Traceback" not in run.stderr
+
+
+# -- jobs: against a database file populated through the engine first -----------------------------
+
+
+def submit_jobs(tmp_path: Path, *requests: tuple[str, dict[str, Any]]) -> list[str]:
+    """Queue jobs in ``tmp_path/conveyor.db`` without running them; return their ids."""
+    settings = make_settings(tmp_path)
+
+    async def submit() -> list[str]:
+        async with open_runtime(settings, run_workers=False) as runtime:
+            return [
+                (await runtime.engine.submit(tool, arguments, owner="local")).job_id
+                for tool, arguments in requests
+            ]
+
+    return anyio.run(submit)
+
+
+def test_jobs_list_show_and_cancel_work_on_a_database_file(tmp_path: Path) -> None:
+    db = tmp_path / "conveyor.db"
+    add_id, echo_id = submit_jobs(tmp_path, ("demo_add", {"a": 1, "b": 2}), ("demo_echo", {"text": "hi"}))
+
+    listed = conveyor(tmp_path, "jobs", "list", db=db)
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    assert {job["job_id"] for job in page["jobs"]} == {add_id, echo_id}
+    assert page["pagination"]["total"] == 2
+
+    shown = conveyor(tmp_path, "jobs", "show", add_id, db=db)
+    assert shown.returncode == 0, shown.stderr
+    job = json.loads(shown.stdout)
+    assert (job["job_id"], job["tool"], job["status"]) == (add_id, "demo_add", "queued")
+    assert job["position_in_queue"] == 1
+
+    canceled = conveyor(tmp_path, "jobs", "cancel", echo_id, db=db)
+    assert canceled.returncode == 0, canceled.stderr
+    canceled_job = json.loads(canceled.stdout)
+    assert (canceled_job["job_id"], canceled_job["status"]) == (echo_id, "canceled")
+
+    only_canceled = conveyor(tmp_path, "jobs", "list", "--status", "canceled", db=db)
+    assert [job["job_id"] for job in json.loads(only_canceled.stdout)["jobs"]] == [echo_id]
+
+
+def test_jobs_show_of_an_unknown_job_prints_job_not_found_and_exits_1(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "jobs", "show", "job_unknown")
+    assert run.returncode == 1
+    assert error_code(run) == "JOB_NOT_FOUND"

@@ -1,0 +1,69 @@
+"""Interop with the official MCP Inspector CLI, pinned in tests/package.json.
+
+Set up once with ``npm ci --prefix tests``. Without tests/node_modules these tests skip
+locally; in CI (``CI`` set) they fail instead, so a broken install cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NODE_MODULES = Path(__file__).parent / "node_modules"
+NODE_BIN = NODE_MODULES / ".bin"
+
+
+@pytest.fixture(scope="module")
+def inspector() -> list[str]:
+    """The inspector CLI run by the pinned Node 22 (the machine's own node may be too old)."""
+    node, launcher = NODE_BIN / "node", NODE_BIN / "mcp-inspector"
+    if not (node.exists() and launcher.exists()):
+        reason = f"{NODE_MODULES} is not installed; run: npm ci --prefix tests"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return [str(node), str(launcher), "--cli"]
+
+
+def run_inspector(inspector: list[str], tmp_path: Path, *method: str) -> Any:
+    server = [sys.executable, "-m", "conveyor", "serve", "--db", str(tmp_path / "conveyor.db")]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    env.update(
+        PATH=f"{NODE_BIN}{os.pathsep}{env.get('PATH', '')}",
+        MCP_CATALOG_PATH=str(tmp_path / "mcp.json"),  # keep the inspector out of ~/.mcp-inspector
+    )
+    run = subprocess.run(
+        [*inspector, *server, *method],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_inspector_lists_the_registry_tools_and_the_meta_tools(inspector: list[str], tmp_path: Path) -> None:
+    listed = run_inspector(inspector, tmp_path, "--method", "tools/list")
+    names = {tool["name"] for tool in listed["tools"]}
+    assert {"demo_echo", "demo_add", "jobs_submit", "jobs_status", "jobs_cancel", "jobs_list"} <= names
+
+
+def test_inspector_calls_a_tool_and_gets_structured_output(inspector: list[str], tmp_path: Path) -> None:
+    result = run_inspector(
+        inspector,
+        tmp_path,
+        *("--method", "tools/call", "--tool-name", "demo_add", "--tool-arg", "a=1", "--tool-arg", "b=2"),
+    )
+    assert result["isError"] is False
+    assert result["structuredContent"] == {"sum": 3}
