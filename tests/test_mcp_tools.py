@@ -53,6 +53,7 @@ async def test_tool_exception_is_an_execution_error_without_traceback(client: Cl
     assert result.structured_content is not None
     error = result.structured_content["error"]
     assert error["code"] == "EXECUTION_ERROR"
+    assert error["request_id"]
     assert "Traceback" not in str(result.content)
 
 

@@ -307,7 +307,7 @@ def test_toolkits_are_loaded_from_the_conveyor_toolkits_entry_point_group(instal
     registry = Registry.load([], entry_points_enabled=True)
 
     assert "weather_forecast" in registry
-    assert "demo_echo" in registry  # conveyor-mcp's own entry point
+    assert "demo_echo" not in registry  # the demo toolkit is a default setting, not an entry point
     assert registry.get("weather_forecast").description == "Tomorrow's weather for a city."
 
 

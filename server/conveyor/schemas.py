@@ -88,7 +88,11 @@ class JobView(BaseModel):
     completed_at: int | None = None
     position_in_queue: int | None = None
     progress: JobProgress | None = None
-    result: Any = None
+    result: Any = Field(
+        None,
+        description="What the tool returned (completed jobs only).",
+        json_schema_extra={"type": ["object", "array", "string", "number", "boolean", "null"]},
+    )
     error: JobError | None = None
     execution_time_ms: int | None = None
     estimated_duration_ms: int | None = None

@@ -36,7 +36,8 @@ from conveyor.toolkit import RetryPolicy, Tool
 logger = logging.getLogger("conveyor.jobs")
 
 MAX_PAGE = 100
-RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.EXECUTION_TIMEOUT, ErrorCode.WORKER_LOST})
+# A timeout is not retried: the caller chose the limit, and another attempt would only hit it again.
+RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST})
 LOST_JOB_RETRY = RetryPolicy()  # for idempotent tools without a retry policy whose worker vanished
 
 
@@ -208,12 +209,15 @@ class JobEngine:
         while True:
             wake = self._wake
             now = now_ms()
-            job = await self.store.claim_next(
-                worker=self.config.worker_id,
-                queues=self.config.queues,
-                now=now,
-                lease_expires_at=now + self.config.lease_ms,
-            )
+            # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
+            # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
+            with anyio.CancelScope(shield=True):
+                job = await self.store.claim_next(
+                    worker=self.config.worker_id,
+                    queues=self.config.queues,
+                    now=now,
+                    lease_expires_at=now + self.config.lease_ms,
+                )
             if job is None:
                 with anyio.move_on_after(await self._idle_seconds()):
                     await wake.wait()

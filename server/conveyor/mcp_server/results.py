@@ -22,8 +22,8 @@ def outcome_result(outcome: Outcome, *, structured: bool) -> types.CallToolResul
     )
 
 
-def error_result(error: ConveyorError) -> types.CallToolResult:
-    payload = error.to_payload()
+def error_result(error: ConveyorError, request_id: str) -> types.CallToolResult:
+    payload = {**error.to_payload(), "request_id": request_id}
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"{payload['code']}: {payload['message']}")],
         structured_content={"error": payload},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -55,10 +56,11 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
         except ToolNotFound as exc:
             if meta is None and exc.extra.get("tool") == params.name:
                 # An unknown tool name in tools/call is a protocol error (the spec's -32602).
-                raise MCPError(code=INVALID_PARAMS, message=exc.message, data=exc.to_payload()) from None
-            return error_result(exc)
+                data = {**exc.to_payload(), "request_id": _request_id(ctx)}
+                raise MCPError(code=INVALID_PARAMS, message=exc.message, data=data) from None
+            return error_result(exc, _request_id(ctx))
         except ConveyorError as exc:
-            return error_result(exc)
+            return error_result(exc, _request_id(ctx))
 
     return Server(
         "conveyor",
@@ -80,6 +82,11 @@ async def _run_direct(
     tool = runtime.registry.get(params.name)
     outcome = await runtime.executor.run(tool.wire_name, params.arguments, progress=send_progress)
     return outcome_result(outcome, structured=tool.output_model is not None)
+
+
+def _request_id(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The JSON-RPC id names the request in client and server logs alike; in-process calls may have none."""
+    return str(ctx.request_id) if ctx.request_id is not None else f"req_{secrets.token_hex(8)}"
 
 
 def mcp_tool(tool: Tool) -> types.Tool:
