@@ -1,17 +1,28 @@
-"""Principals: who is calling, and which jobs they may see."""
+"""Principals, API keys (stored hashed) and roles: who is calling, and which jobs they may see."""
 
 from __future__ import annotations
 
+import builtins
+import hashlib
+import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
+
+from conveyor.errors import Unauthorized
+from conveyor.jobs.models import now_ms
 
 Role = Literal["admin", "user"]
+PlanName = Literal["free", "pro", "enterprise"]
+ROLES: tuple[Role, ...] = ("admin", "user")
+PLANS: tuple[PlanName, ...] = ("free", "pro", "enterprise")
+KEY_PREFIX = "cvk_"
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     id: str
     role: Role = "user"
+    plan: PlanName | None = None  # None: no plan limits (the local stdio user)
 
     @property
     def is_admin(self) -> bool:
@@ -25,3 +36,76 @@ class Principal:
 
 # stdio serves the local user, who owns the machine and so everything on it.
 LOCAL_USER = Principal("local", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str
+    name: str | None
+    role: Role
+    plan: PlanName
+    created_at: int
+    revoked_at: int | None = None
+
+    @property
+    def principal(self) -> Principal:
+        # Jobs belong to the key: another key, even of the same person, is another owner.
+        return Principal(self.key_id, self.role, self.plan)
+
+    def to_public(self) -> dict[str, object]:
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "role": self.role,
+            "plan": self.plan,
+            "created_at": self.created_at // 1000,
+            "revoked": self.revoked_at is not None,
+        }
+
+
+class KeyStore(Protocol):
+    async def insert_api_key(self, key: ApiKey, key_hash: str) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+
+    async def list_api_keys(self) -> builtins.list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str, *, now: int) -> bool: ...
+
+    async def count_active_api_keys(self) -> int: ...
+
+
+def hash_key(secret: str) -> str:
+    # Keys are 256-bit random, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+
+    async def create(self, *, role: Role, plan: PlanName, name: str | None = None) -> tuple[ApiKey, str]:
+        """A new key and its secret; the secret is not stored and cannot be shown again."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(
+            key_id=f"key_{secrets.token_hex(6)}", name=name, role=role, plan=plan, created_at=now_ms()
+        )
+        await self.store.insert_api_key(key, hash_key(secret))
+        return key, secret
+
+    async def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
+        key = await self.store.find_api_key(hash_key(secret))
+        if key is None:
+            raise Unauthorized("Invalid or revoked API key")
+        return key.principal
+
+    async def list(self) -> builtins.list[ApiKey]:
+        return await self.store.list_api_keys()
+
+    async def revoke(self, key_id: str) -> bool:
+        return await self.store.revoke_api_key(key_id, now=now_ms())
+
+    async def any_active(self) -> bool:
+        return await self.store.count_active_api_keys() > 0

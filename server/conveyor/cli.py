@@ -10,14 +10,14 @@ from typing import Any
 
 import anyio
 
-from conveyor.auth import LOCAL_USER
+from conveyor.auth import LOCAL_USER, PLANS, ROLES
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.executor import Executor
 from conveyor.jobs.models import JobStatus
 from conveyor.logs import configure_logging
 from conveyor.progress import Progress
 from conveyor.registry import Registry
-from conveyor.runtime import open_runtime
+from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings, load_settings
 
 
@@ -54,9 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="serve MCP over stdio")
+    serve = commands.add_parser("serve", parents=[common], help="serve MCP over stdio, or HTTP with --http")
     serve.add_argument("--concurrency", type=int, help="jobs run at once (default 8)")
+    serve.add_argument("--http", action="store_true", help="serve REST and MCP (at /mcp) over HTTP")
+    serve.add_argument("--host", help="HTTP address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8765)")
     serve.set_defaults(command=_serve)
+
+    keys = commands.add_parser("keys", help="API keys for the HTTP front door")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", parents=[common], help="make a key and print it (once)")
+    create.add_argument("--role", choices=ROLES, default="user")
+    create.add_argument("--plan", choices=PLANS, default="free")
+    create.add_argument("--name", help="a label to recognise the key by")
+    create.set_defaults(command=_keys_create)
+    key_list = key_commands.add_parser("list", parents=[common], help="every key (never the secrets)")
+    key_list.set_defaults(command=_keys_list)
+    revoke = key_commands.add_parser("revoke", parents=[common], help="revoke a key by its key_id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(command=_keys_revoke)
 
     tools = commands.add_parser("tools", parents=[common], help="list the loaded tools")
     tools.add_argument("--json", action="store_true", help="print the MCP tool definitions as JSON")
@@ -87,15 +103,44 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("db", "toolkits", "log_level", "concurrency")
+    names = ("db", "toolkits", "log_level", "concurrency", "host", "port")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.http:
+        from conveyor.http_api import serve_http
+
+        anyio.run(serve_http, settings)
+        return 0
     from conveyor.mcp_server.stdio import serve_stdio
 
     anyio.run(serve_stdio, settings)
     return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(runtime: Runtime) -> Any:
+        key, secret = await runtime.keys.create(role=args.role, plan=args.plan, name=args.name)
+        return {**key.to_public(), "key": secret}
+
+    return _with_runtime(settings, action)
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(runtime: Runtime) -> Any:
+        return {"keys": [key.to_public() for key in await runtime.keys.list()]}
+
+    return _with_runtime(settings, action)
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(runtime: Runtime) -> Any:
+        if not await runtime.keys.revoke(args.key_id):
+            raise ConfigError(f"no active key {args.key_id!r}")
+        return {"key_id": args.key_id, "revoked": True}
+
+    return _with_runtime(settings, action)
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,17 +187,26 @@ def _parse_pair(pair: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _with_engine(settings: Settings, action: Any) -> int:
+def _with_runtime(settings: Settings, action: Any) -> int:
+    """Run one action against the database without starting workers; print its JSON."""
+
     async def run() -> int:
         async with open_runtime(settings, run_workers=False) as runtime:
             try:
-                print(json.dumps(await action(runtime.engine), indent=2, ensure_ascii=False))
+                print(json.dumps(await action(runtime), indent=2, ensure_ascii=False))
                 return 0
             except ConveyorError as exc:
                 print(json.dumps({"error": exc.to_payload()}, indent=2))
                 return 1
 
     return anyio.run(run)
+
+
+def _with_engine(settings: Settings, action: Any) -> int:
+    async def on_engine(runtime: Runtime) -> Any:
+        return await action(runtime.engine)
+
+    return _with_runtime(settings, on_engine)
 
 
 def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,6 +24,9 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     WORKER_LOST = "WORKER_LOST"
     CANCELED = "CANCELED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class ConveyorError(Exception):
@@ -148,6 +151,29 @@ class Canceled(ConveyorError):
 
     code = ErrorCode.CANCELED
     http_status = 409
+
+
+class RouteNotFound(ConveyorError):
+    """No such endpoint."""
+
+    code = ErrorCode.NOT_FOUND
+    http_status = 404
+    suggested_fix = "See /openapi.json for the endpoints."
+
+
+class MethodNotAllowed(ConveyorError):
+    """This endpoint does not accept that HTTP method."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    http_status = 405
+
+
+class InternalError(ConveyorError):
+    """Conveyor failed unexpectedly; the details are in the server log."""
+
+    code = ErrorCode.INTERNAL_ERROR
+    http_status = 500
+    retryable = True
 
 
 class ToolError(ExecutionError):

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import anyio
 
+from conveyor.auth import ApiKeys
 from conveyor.errors import ConfigError
 from conveyor.events import JobEvents
 from conveyor.executor import Executor
 from conveyor.jobs.engine import JobEngine
 from conveyor.jobs.sqlite_store import SQLiteJobStore
-from conveyor.jobs.store import JobStore
+from conveyor.limits import RateLimiter
 from conveyor.registry import Registry
 from conveyor.settings import Settings
 
@@ -28,9 +29,11 @@ class Runtime:
     executor: Executor
     engine: JobEngine
     events: JobEvents
+    keys: ApiKeys
+    limiter: RateLimiter
 
 
-def open_store(settings: Settings) -> JobStore:
+def open_store(settings: Settings) -> SQLiteJobStore:
     if settings.db.startswith(("postgres://", "postgresql://")):
         raise ConfigError("PostgreSQL support is not available yet; use a SQLite file path for --db")
     return SQLiteJobStore(settings.db, synchronous=settings.sqlite_synchronous)
@@ -62,6 +65,9 @@ async def open_runtime(
                 extra={"action": "runtime.ready", "tools": len(registry), "db": settings.db},
             )
             try:
-                yield Runtime(settings, registry, executor, engine, events)
+                keys = ApiKeys(store)
+                yield Runtime(
+                    settings, registry, executor, engine, events, keys, RateLimiter(settings.plan_limits())
+                )
             finally:
                 tg.cancel_scope.cancel()

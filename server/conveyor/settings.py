@@ -10,9 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from conveyor.auth import PlanName
 from conveyor.errors import ConfigError
 from conveyor.executor import ExecutionLimits
 from conveyor.jobs.engine import EngineConfig
+from conveyor.limits import PlanLimits
 
 ENV_PREFIX = "CONVEYOR_"
 DEFAULT_TOOLKITS = ("conveyor_toolkits.demo:toolkit",)
@@ -42,8 +44,16 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
+    allowed_hosts: tuple[str, ...] = Field(
+        (), description="extra Host values /mcp accepts, e.g. api.example.com"
+    )
+    allowed_origins: tuple[str, ...] = Field((), description="extra Origin values /mcp accepts")
+    max_request_bytes: int = Field(2_000_000, gt=0)
+    enterprise_requests_per_minute: int = Field(1000, gt=0)
+    enterprise_max_concurrent_jobs: int = Field(50, gt=0)
+    metrics_public: bool = Field(False, description="serve /metrics without an admin key")
 
-    @field_validator("toolkits", "queues", mode="before")
+    @field_validator("toolkits", "queues", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -59,6 +69,16 @@ class Settings(BaseModel):
             retention_s=self.retention_hours * 3600,
             progress_interval_s=self.progress_interval_seconds,
         )
+
+    def plan_limits(self) -> dict[PlanName, PlanLimits]:
+        # free and pro are the public API's plans; enterprise is whatever this deployment sells.
+        return {
+            "free": PlanLimits(requests_per_minute=10, max_concurrent_jobs=1),
+            "pro": PlanLimits(requests_per_minute=100, max_concurrent_jobs=5),
+            "enterprise": PlanLimits(
+                self.enterprise_requests_per_minute, self.enterprise_max_concurrent_jobs
+            ),
+        }
 
     def execution_limits(self) -> ExecutionLimits:
         return ExecutionLimits(

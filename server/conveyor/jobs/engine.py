@@ -83,6 +83,7 @@ class JobEngine:
         timeout_ms: int | None = None,
         webhook_url: str | None = None,
         trace_id: str | None = None,
+        max_concurrent: int | None = None,
     ) -> Job:
         """Validate, commit, wake a worker; the job is durable once this returns."""
         tool, _ = self.executor.validate(tool_name, arguments)
@@ -105,6 +106,7 @@ class JobEngine:
                 timeout_ms=timeout_ms,
                 webhook_url=webhook_url,
                 estimated_duration_ms=await self._estimate(tool.wire_name),
+                max_concurrent=max_concurrent,
             )
         )
         if job is None:  # a concurrent submit with the same idempotency key committed first

@@ -46,6 +46,7 @@ class NewJob:
     timeout_ms: int | None = None
     webhook_url: str | None = None
     estimated_duration_ms: int | None = None
+    max_concurrent: int | None = None  # the owner's plan limit; None: unlimited
     job_id: str = field(default_factory=new_job_id)
     created_at: int = field(default_factory=now_ms)
 
@@ -103,7 +104,9 @@ class Job:
             view["execution_time_ms"] = self.execution_time_ms
         if self.step_results:
             view["step_results"] = self.step_results
-        return {key: value for key, value in view.items() if value is not None or key == "result"}
+        # estimated_duration_ms stays even when unknown (null), as the seed API always answers it.
+        kept = ("result", "estimated_duration_ms")
+        return {key: value for key, value in view.items() if value is not None or key in kept}
 
 
 def _seconds(ms: int | None) -> int | None:

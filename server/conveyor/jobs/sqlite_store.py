@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import builtins
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from conveyor.auth import ApiKey
+from conveyor.jobs import group_commit
 from conveyor.jobs.models import Job, JobStatus, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
 
@@ -23,11 +26,13 @@ class SQLiteJobStore:
         self._synchronous = synchronous
         self._q = load_queries("sqlite")
         self._db: aiosqlite.Connection | None = None
+        self._group: group_commit.GroupCommit | None = None
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        # Statements go through one group committer: concurrent callers share transactions.
+        db, self._group = await group_commit.connect(self.path)
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -40,6 +45,7 @@ class SQLiteJobStore:
         if self._db is not None:
             await self._db.close()
             self._db = None
+            self._group = None
 
     async def _migrate(self) -> None:
         db = self._conn
@@ -58,20 +64,26 @@ class SQLiteJobStore:
             raise RuntimeError("the job store is not open")
         return self._db
 
+    async def _run(self, operation: group_commit.Operation[group_commit.T]) -> group_commit.T:
+        if self._group is None:
+            raise RuntimeError("the job store is not open")
+        return await self._group.run(operation)
+
     async def _one(self, query: str, params: dict[str, Any]) -> Job | None:
-        async with self._conn.execute(self._q[query], params) as cursor:
-            row = await cursor.fetchone()
-        return _to_job(row) if row is not None else None
+        sql = self._q[query]
+        return await self._run(lambda conn: _job_or_none(conn.execute(sql, params).fetchone()))
 
     async def _all(self, query: str, params: dict[str, Any]) -> builtins.list[Job]:
-        async with self._conn.execute(self._q[query], params) as cursor:
-            rows = await cursor.fetchall()
-        return [_to_job(row) for row in rows]
+        sql = self._q[query]
+        return await self._run(lambda conn: [_to_job(row) for row in conn.execute(sql, params)])
 
     async def _scalar(self, query: str, params: dict[str, Any]) -> Any:
-        async with self._conn.execute(self._q[query], params) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row is not None else None
+        sql = self._q[query]
+        return await self._run(lambda conn: _first_column(conn.execute(sql, params).fetchone()))
+
+    async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
+        sql = self._q[query]
+        return await self._run(lambda conn: conn.execute(sql, params).rowcount)
 
     async def insert(self, job: NewJob) -> Job | None:
         params = {
@@ -86,8 +98,17 @@ class SQLiteJobStore:
             "timeout_ms": job.timeout_ms,
             "webhook_url": job.webhook_url,
             "estimated_duration_ms": job.estimated_duration_ms,
+            "max_concurrent": job.max_concurrent,
         }
-        return await self._one("insert_job", params)
+        insert_sql, get_sql = self._q["insert_job"], self._q["get_job"]
+
+        def insert_and_read(conn: sqlite3.Connection) -> Job | None:
+            # Read back in the same transaction: the caller gets position_in_queue without another trip.
+            if conn.execute(insert_sql, params).fetchone() is None:
+                return None
+            return _job_or_none(conn.execute(get_sql, {"job_id": job.job_id}).fetchone())
+
+        return await self._run(insert_and_read)
 
     async def get(self, job_id: str) -> Job | None:
         return await self._one("get_job", {"job_id": job_id})
@@ -119,14 +140,10 @@ class SQLiteJobStore:
         return None if value is None else int(value)
 
     async def extend_leases(self, *, worker: str, lease_expires_at: int) -> None:
-        await self._conn.execute(
-            self._q["extend_leases"], {"worker": worker, "lease_expires_at": lease_expires_at}
-        )
+        await self._rowcount("extend_leases", {"worker": worker, "lease_expires_at": lease_expires_at})
 
     async def save_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        await self._conn.execute(
-            self._q["save_progress"], {"job_id": job_id, "progress": json.dumps(progress)}
-        )
+        await self._rowcount("save_progress", {"job_id": job_id, "progress": json.dumps(progress)})
 
     async def finish(
         self,
@@ -167,8 +184,63 @@ class SQLiteJobStore:
         return [int(row[0]) for row in rows if row[0] is not None]
 
     async def purge_finished(self, before: int) -> int:
-        cursor = await self._conn.execute(self._q["purge_finished"], {"before": before})
-        return cursor.rowcount
+        return await self._rowcount("purge_finished", {"before": before})
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        async with self._conn.execute(self._q["count_jobs_by_status"]) as cursor:
+            rows = await cursor.fetchall()
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update({JobStatus(row["status"]): int(row["n"]) for row in rows})
+        return counts
+
+    # -- API keys (the same database holds them) ----------------------------------------------
+
+    async def insert_api_key(self, key: ApiKey, key_hash: str) -> None:
+        params = {
+            "key_id": key.key_id,
+            "key_hash": key_hash,
+            "name": key.name,
+            "role": key.role,
+            "plan": key.plan,
+            "created_at": key.created_at,
+        }
+        await self._conn.execute(self._q["insert_api_key"], params)
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        async with self._conn.execute(self._q["find_api_key"], {"key_hash": key_hash}) as cursor:
+            row = await cursor.fetchone()
+        return _to_key(row) if row is not None else None
+
+    async def list_api_keys(self) -> builtins.list[ApiKey]:
+        async with self._conn.execute(self._q["list_api_keys"]) as cursor:
+            rows = await cursor.fetchall()
+        return [_to_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, *, now: int) -> bool:
+        cursor = await self._conn.execute(self._q["revoke_api_key"], {"key_id": key_id, "now": now})
+        return cursor.rowcount > 0
+
+    async def count_active_api_keys(self) -> int:
+        return int(await self._scalar("count_active_api_keys", {}) or 0)
+
+
+def _to_key(row: aiosqlite.Row) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        name=row["name"],
+        role=row["role"],
+        plan=row["plan"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _job_or_none(row: sqlite3.Row | None) -> Job | None:
+    return _to_job(row) if row is not None else None
+
+
+def _first_column(row: sqlite3.Row | None) -> Any:
+    return row[0] if row is not None else None
 
 
 def _to_job(row: aiosqlite.Row) -> Job:

@@ -68,6 +68,7 @@ async def submit(runtime: Runtime, principal: Principal, request: SubmitJobReque
         idempotency_key=request.idempotency_key,
         timeout_ms=request.timeout_ms,
         webhook_url=request.webhook_url,
+        max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
     )
     if request.wait_seconds > 0:
         job = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)

@@ -1,8 +1,8 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
-                  idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms)
+                  idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
-        :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms)
+        :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *, NULL AS position_in_queue;
 
@@ -40,10 +40,13 @@ UPDATE jobs
 SET status = 'running', started_at = :now, attempts = attempts + 1,
     lease_owner = :worker, lease_expires_at = :lease_expires_at
 WHERE seq = (
-    SELECT seq FROM jobs
-    WHERE status = 'queued' AND run_after <= :now
-      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
-    ORDER BY seq
+    SELECT j.seq FROM jobs j
+    WHERE j.status = 'queued' AND j.run_after <= :now
+      AND (:queues IS NULL OR j.queue IN (SELECT value FROM json_each(:queues)))
+      -- an owner at their plan's concurrency limit waits; other owners' jobs go ahead
+      AND (j.max_concurrent IS NULL
+           OR (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.owner = j.owner) < j.max_concurrent)
+    ORDER BY j.seq
     LIMIT 1
 )
 RETURNING *, NULL AS position_in_queue;
@@ -92,3 +95,22 @@ LIMIT 20;
 
 -- name: purge_finished
 DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < :before;
+
+-- name: count_jobs_by_status
+SELECT status, COUNT(*) AS n FROM jobs GROUP BY status;
+
+-- name: insert_api_key
+INSERT INTO api_keys (key_id, key_hash, name, role, plan, created_at)
+VALUES (:key_id, :key_hash, :name, :role, :plan, :created_at);
+
+-- name: find_api_key
+SELECT * FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL;
+
+-- name: list_api_keys
+SELECT * FROM api_keys ORDER BY created_at, key_id;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = :now WHERE key_id = :key_id AND revoked_at IS NULL;
+
+-- name: count_active_api_keys
+SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL;

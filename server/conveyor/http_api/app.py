@@ -1,0 +1,164 @@
+"""Assembles the Starlette app (REST, /mcp, OpenAPI, metrics) and serves it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import uvicorn
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
+
+import conveyor
+from conveyor.auth import Principal
+from conveyor.errors import ConveyorError, MethodNotAllowed, RouteNotFound
+from conveyor.http_api.endpoints import ENDPOINTS, Endpoint
+from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, session_manager
+from conveyor.http_api.metrics import Metrics
+from conveyor.http_api.middleware import Access, AccessRule, RequestContext
+from conveyor.http_api.openapi import build_openapi
+from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
+from conveyor.http_api.stream import stream_job
+from conveyor.runtime import Runtime, open_runtime
+from conveyor.settings import Settings
+
+logger = logging.getLogger("conveyor.http")
+
+
+def build_app(runtime: Runtime) -> Starlette:
+    metrics = Metrics()
+    mcp_sessions = session_manager(runtime)
+    endpoints = _all_endpoints(runtime, metrics)
+    openapi = build_openapi(endpoints, version=conveyor.__version__)
+
+    async def serve_openapi(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+        return JSONResponse(openapi)
+
+    endpoints += (
+        Endpoint(
+            "GET",
+            "/openapi.json",
+            serve_openapi,
+            "This document",
+            access="public",
+            responses={200: "application/json"},
+        ),
+    )
+    routes: list[BaseRoute] = [Route(e.path, _bind(e, runtime), methods=[e.method]) for e in endpoints]
+    routes.append(Route(MCP_PATH, StreamableHTTPASGIApp(mcp_sessions), methods=["GET", "POST", "DELETE"]))
+    route_names = {id(route.endpoint): route.path for route in routes if isinstance(route, Route)}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mcp_sessions.run(), anyio.create_task_group() as tg:
+            tg.start_soon(metrics.collect_jobs, runtime.events)
+            yield
+            tg.cancel_scope.cancel()
+
+    def route_of(scope: Scope) -> str:
+        return route_names.get(id(scope.get("endpoint")), "unmatched")
+
+    rules = {(e.method, e.path): AccessRule(e.access, e.counted) for e in endpoints if "{" not in e.path}
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestContext, metrics=metrics, route_of=route_of),
+            Middleware(
+                Access,
+                verifier=ApiKeyVerifier(runtime.keys),
+                limiter=runtime.limiter,
+                rules=rules,
+                max_body=runtime.settings.max_request_bytes,
+            ),
+        ],
+        exception_handlers={HTTPException: _http_exception},
+        lifespan=lifespan,
+    )
+
+
+def _all_endpoints(runtime: Runtime, metrics: Metrics) -> tuple[Endpoint, ...]:
+    async def serve_metrics(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+        text = await metrics.render(runtime.engine.store)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return (
+        *ENDPOINTS,
+        Endpoint(
+            "GET",
+            "/jobs/{job_id}/stream",
+            stream_job,
+            "Follow a job as Server-Sent Events",
+            responses={200: "text/event-stream"},
+            errors=(401, 404, 429),
+        ),
+        Endpoint(
+            "GET",
+            "/metrics",
+            serve_metrics,
+            "Prometheus metrics",
+            access="public" if runtime.settings.metrics_public else "admin",
+            responses={200: "text/plain"},
+            errors=(401, 403),
+        ),
+    )
+
+
+def _bind(endpoint: Endpoint, runtime: Runtime):  # type: ignore[no-untyped-def]
+    async def handle(request: Request) -> Response:
+        principal = request.scope.get("state", {}).get("principal")
+        try:
+            return await endpoint.handler(request, runtime, principal)
+        except ConveyorError as exc:
+            return error_response(exc, request_id_of(request))
+
+    handle.__name__ = endpoint.handler.__name__
+    return handle
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ConveyorError = MethodNotAllowed() if exc.status_code == 405 else RouteNotFound()
+    if exc.status_code not in (404, 405):
+        error = ConveyorError(exc.detail)
+        error.http_status = exc.status_code
+    return error_response(error, request_id_of(request))
+
+
+async def ensure_admin_key(runtime: Runtime) -> None:
+    """Like Jupyter's token: a server with no key at all makes one admin key and shows it once."""
+    if await runtime.keys.any_active():
+        return
+    key, secret = await runtime.keys.create(role="admin", plan="enterprise", name="created at first start")
+    print(
+        f"\nConveyor: no API key existed, so an admin key was created ({key.key_id}). It is shown only once:\n\n"
+        f"    {secret}\n\nUse it as 'Authorization: Bearer <key>'; make more with 'conveyor keys create'.\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def serve_http(settings: Settings) -> None:
+    async with open_runtime(settings) as runtime:
+        await ensure_admin_key(runtime)
+        config = uvicorn.Config(
+            build_app(runtime),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        logger.info(
+            "serving HTTP", extra={"action": "http.listening", "host": settings.host, "port": settings.port}
+        )
+        await uvicorn.Server(config).serve()

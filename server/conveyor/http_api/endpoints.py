@@ -1,0 +1,270 @@
+"""The REST endpoints, each declared once: route, access, rate-limit cost, and the models
+that both validate the request and describe it in OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.auth import Principal
+from conveyor.errors import ConveyorError, InvalidArguments, PayloadTooLarge
+from conveyor.executor import invalid_arguments
+from conveyor.http_api.models import (
+    CancelResponse,
+    ExecuteToolRequest,
+    ExecuteToolResponse,
+    Health,
+    JobAccepted,
+    JobStatusQuery,
+    ListJobsQuery,
+    SubmitJobBody,
+    ToolList,
+    ToolsQuery,
+)
+from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
+from conveyor.jobs.models import Job, JobStatus
+from conveyor.runtime import Runtime
+from conveyor.schemas import JobList, JobView
+from conveyor.toolkit import Tool
+
+Access = Literal["public", "user", "admin"]
+Handler = Callable[[Request, Runtime, Principal | None], Awaitable[Response]]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access = "user"
+    counted: bool = False  # counts against the caller's rate limit (an execution)
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | str] = field(default_factory=dict)  # str: a non-JSON media type
+    errors: tuple[int, ...] = ()
+
+
+async def read_body(request: Request, model: type[M], limit: int) -> M:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit_bytes=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit_bytes=limit)
+    try:
+        data = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidArguments("request body is not valid JSON", argument="body") from None
+    if not isinstance(data, dict):
+        raise InvalidArguments("request body must be a JSON object", argument="body")
+    return _validate(model, data)
+
+
+def read_query(request: Request, model: type[M]) -> M:
+    return _validate(model, dict(request.query_params))
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_arguments(exc) from None
+
+
+def _principal(principal: Principal | None) -> Principal:
+    assert principal is not None, "the access middleware authenticates every non-public endpoint"
+    return principal
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def execute_tool(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    body = await read_body(request, ExecuteToolRequest, runtime.settings.max_request_bytes)
+    if body.mode == "async":
+        job = SubmitJobBody.model_validate(
+            {"tool": body.tool, "arguments": body.arguments, "timeout_ms": body.timeout_ms}
+        )
+        return await _submit(runtime, _principal(principal), job)
+    try:
+        outcome = await runtime.executor.run(body.tool, body.arguments, timeout_ms=body.timeout_ms)
+    except ConveyorError as exc:
+        status = "timeout" if exc.http_status == 504 else "error"
+        return error_response(exc, request_id_of(request), tool=body.tool, status=status)
+    answer = {
+        "tool": outcome.tool,
+        "status": "success",
+        "result": outcome.result,
+        "execution_time_ms": outcome.execution_time_ms,
+    }
+    return JSONResponse(answer)
+
+
+async def submit_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    body = await read_body(request, SubmitJobBody, runtime.settings.max_request_bytes)
+    return await _submit(runtime, _principal(principal), body)
+
+
+async def _submit(runtime: Runtime, principal: Principal, body: SubmitJobBody) -> Response:
+    job = await runtime.engine.submit(
+        body.tool,
+        body.arguments,
+        owner=principal.id,
+        idempotency_key=body.idempotency_key,
+        timeout_ms=body.timeout_ms,
+        webhook_url=body.webhook_url,
+        max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
+    )
+    if body.wait_seconds > 0:
+        job = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=body.wait_seconds)
+    return JSONResponse(job.to_public(), status_code=200 if job.status.terminal else 202)
+
+
+async def get_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    query = read_query(request, JobStatusQuery)
+    owner = _principal(principal).visible_owner
+    job_id = request.path_params["job_id"]
+    if query.wait_seconds > 0:
+        return JSONResponse(
+            (await runtime.engine.wait(job_id, owner=owner, timeout_s=query.wait_seconds)).to_public()
+        )
+    return JSONResponse((await runtime.engine.get(job_id, owner=owner)).to_public())
+
+
+async def cancel_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    # Owner only: even an admin cancels only their own jobs (the seed API's rule).
+    job = await runtime.engine.cancel(request.path_params["job_id"], owner=_principal(principal).id)
+    return JSONResponse({**job.to_public(), "message": _cancel_message(job)})
+
+
+def _cancel_message(job: Job) -> str:
+    if job.status is JobStatus.CANCELED:
+        return "Job canceled successfully"
+    return f"Job already {job.status}; nothing to cancel"
+
+
+async def list_jobs(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    query = read_query(request, ListJobsQuery)
+    jobs, total = await runtime.engine.list(
+        owner=_principal(principal).visible_owner,
+        status=query.status,
+        tool=query.tool,
+        limit=query.limit,
+        offset=query.offset,
+    )
+    page = {"limit": query.limit, "offset": query.offset, "total": total}
+    return JSONResponse({"jobs": [job.to_public() for job in jobs], "pagination": page})
+
+
+async def list_tools(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    query = read_query(request, ToolsQuery)
+    tools = runtime.registry.search(query.q) if query.q else list(runtime.registry)
+    return JSONResponse({"tools": [tool_view(tool) for tool in tools]})
+
+
+def tool_view(tool: Tool) -> dict[str, Any]:
+    hints = tool.annotations
+    return {
+        "name": tool.wire_name,
+        "toolkit": tool.toolkit,
+        "title": tool.title,
+        "description": tool.description,
+        "version": tool.version,
+        "input_schema": tool.input_schema,
+        "output_schema": tool.output_schema,
+        "annotations": {
+            "read_only": hints.read_only,
+            "destructive": hints.destructive,
+            "idempotent": hints.idempotent,
+            "open_world": hints.open_world,
+        },
+        "cancellable": tool.cancellable,
+        "timeout_ms": tool.timeout_ms,
+    }
+
+
+async def health(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    import conveyor
+
+    counts = await runtime.engine.store.count_by_status()
+    return JSONResponse(
+        {
+            "status": "ok",
+            "version": conveyor.__version__,
+            "tools": len(runtime.registry),
+            "queue_depth": counts[JobStatus.QUEUED],
+        }
+    )
+
+
+JOB_ERRORS = (400, 401, 404, 429)
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/execute_tool",
+        execute_tool,
+        "Run a tool now and answer with its result (admin)",
+        access="admin",
+        counted=True,
+        body=ExecuteToolRequest,
+        responses={200: ExecuteToolResponse, 202: JobAccepted},
+        errors=(400, 401, 403, 404, 413, 429, 500, 504),
+    ),
+    Endpoint(
+        "POST",
+        "/jobs/submit",
+        submit_job,
+        "Submit a tool run as a background job",
+        counted=True,
+        body=SubmitJobBody,
+        responses={202: JobAccepted, 200: JobAccepted},
+        errors=(400, 401, 404, 409, 413, 429),
+    ),
+    Endpoint(
+        "GET",
+        "/jobs",
+        list_jobs,
+        "List your jobs, newest first",
+        query=ListJobsQuery,
+        responses={200: JobList},
+        errors=(400, 401, 429),
+    ),
+    Endpoint(
+        "GET",
+        "/jobs/{job_id}",
+        get_job,
+        "Poll a job's status and result",
+        query=JobStatusQuery,
+        responses={200: JobView},
+        errors=JOB_ERRORS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/jobs/{job_id}",
+        cancel_job,
+        "Cancel a job (owner only)",
+        responses={200: CancelResponse},
+        errors=JOB_ERRORS,
+    ),
+    Endpoint(
+        "GET",
+        "/tools",
+        list_tools,
+        "Discover tools: names, descriptions, schemas, versions",
+        query=ToolsQuery,
+        responses={200: ToolList},
+        errors=(400, 401, 429),
+    ),
+    Endpoint("GET", "/healthz", health, "Liveness and queue depth", access="public", responses={200: Health}),
+)

@@ -1,0 +1,197 @@
+"""Pure ASGI middleware (so streams stay streams): request ids and the safety net, then access.
+
+``RequestContext`` gives every response an ``X-Request-Id``, turns anything unexpected into
+a coded 500, and records request metrics. ``Access`` authenticates the Bearer key (through
+the SDK's token-verifier hook), enforces roles, counts executions against the rate limit,
+and adds the ``X-RateLimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from starlette.authentication import AuthCredentials
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.auth import Principal
+from conveyor.errors import (
+    ConveyorError,
+    Forbidden,
+    InternalError,
+    PayloadTooLarge,
+    RateLimitExceeded,
+    Unauthorized,
+)
+from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, principal_of_token
+from conveyor.http_api.metrics import Metrics
+from conveyor.http_api.responses import error_response
+from conveyor.limits import RateLimiter, RateState
+
+logger = logging.getLogger("conveyor.http")
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, route_of: Callable[[Scope], str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_of = route_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _CLIENT_REQUEST_ID.match(given) else f"req_{secrets.token_hex(8)}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        started, status = time.perf_counter(), 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started, status = True, message["status"]
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request failed", extra={"action": "http.error", "request_id": request_id})
+            if not response_started:
+                await error_response(InternalError(), request_id)(scope, receive, send_with_id)
+        finally:
+            self.metrics.observe_request(
+                scope["method"], self.route_of(scope), status, time.perf_counter() - started
+            )
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    access: str  # public | user | admin
+    counted: bool = False
+
+
+class Access:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: ApiKeyVerifier,
+        limiter: RateLimiter,
+        rules: dict[tuple[str, str], AccessRule],
+        max_body: int,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.limiter = limiter
+        self.rules = rules
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rule = self.rules.get((scope["method"], scope["path"]), AccessRule("user"))
+        if rule.access == "public":
+            await self.app(scope, receive, send)
+            return
+        request_id = scope["state"]["request_id"]
+        try:
+            principal = await self._authenticate(scope)
+            if rule.access == "admin" and not principal.is_admin:
+                raise Forbidden("This endpoint needs an admin key")
+            counted = rule.counted
+            if scope["path"] == MCP_PATH and scope["method"] == "POST":
+                body = await _read_all(receive, self.max_body)
+                counted = _is_tool_call(body)
+                receive = _replay(body, receive)
+            state = self.limiter.hit(principal) if counted else self.limiter.peek(principal)
+            if state is not None and not state.allowed:
+                raise RateLimitExceeded(
+                    f"Rate limit of {state.limit} executions per minute exceeded",
+                    retry_after=state.retry_after(),
+                    limit=state.limit,
+                )
+        except ConveyorError as exc:
+            response = error_response(exc, request_id)
+            if isinstance(exc, RateLimitExceeded):
+                response.headers.update(self.limiter.peek(principal).headers())  # type: ignore[union-attr]
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, _with_rate_headers(send, state))
+
+    async def _authenticate(self, scope: Scope) -> Principal:
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
+        access = await self.verifier.verify_token(token.strip())
+        if access is None:
+            raise Unauthorized("Invalid or revoked API key")
+        principal = principal_of_token(access)
+        scope["state"]["principal"] = principal
+        # What the SDK's own auth middleware would set: /mcp binds sessions to this user.
+        scope["user"] = AuthenticatedUser(access)
+        scope["auth"] = AuthCredentials(access.scopes)
+        return principal
+
+
+def _with_rate_headers(send: Send, state: RateState | None) -> Send:
+    if state is None:
+        return send
+    headers = state.headers()
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            mutable = MutableHeaders(scope=message)
+            for key, value in headers.items():
+                mutable[key] = value
+        await send(message)
+
+    return send_with_headers
+
+
+async def _read_all(receive: Receive, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body.extend(message.get("body", b""))
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit_bytes=limit)
+        if not message.get("more_body", False):
+            break
+    return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _is_tool_call(body: bytes) -> bool:
+    try:
+        message: Any = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # the MCP transport answers malformed JSON itself
+    messages = message if isinstance(message, list) else [message]
+    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)

@@ -1,0 +1,37 @@
+"""JSON responses and the one error body shape: ``{"error": {"code", "message", "request_id", ...}}``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from conveyor.errors import ConveyorError, RateLimitExceeded
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def request_id_of(conn: HTTPConnection) -> str:
+    return str(conn.scope.get("state", {}).get("request_id", ""))
+
+
+def error_body(error: ConveyorError, request_id: str, **extra: Any) -> dict[str, Any]:
+    return {**extra, "error": {**error.to_payload(), "request_id": request_id}}
+
+
+def error_response(error: ConveyorError, request_id: str, **extra: Any) -> JSONResponse:
+    headers = {}
+    if isinstance(error, RateLimitExceeded) and "retry_after" in error.extra:
+        headers["Retry-After"] = str(error.extra["retry_after"])
+    if error.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'
+    return JSONResponse(
+        error_body(error, request_id, **extra), status_code=error.http_status, headers=headers
+    )

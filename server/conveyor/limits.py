@@ -1,0 +1,76 @@
+"""Rate limits and job concurrency per plan.
+
+Rate limits count executions (REST ``execute_tool`` and ``jobs/submit``, MCP ``tools/call``)
+in fixed one-minute windows per principal, in this process. Concurrency is enforced by the
+engine's claim: a job whose owner is at the plan's limit waits in the queue.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from conveyor.auth import PlanName, Principal
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimits:
+    requests_per_minute: int
+    max_concurrent_jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    limit: int
+    remaining: int
+    reset_at: int  # Unix seconds when the window ends
+    allowed: bool = True
+
+    def retry_after(self, now: float | None = None) -> int:
+        return max(1, math.ceil(self.reset_at - (time.time() if now is None else now)))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_at),
+        }
+
+
+class RateLimiter:
+    WINDOW_SECONDS = 60
+
+    def __init__(self, plans: dict[PlanName, PlanLimits]) -> None:
+        self.plans = plans
+        self._windows: dict[str, tuple[int, int]] = {}  # principal id -> (window start, count)
+
+    def limits_for(self, principal: Principal) -> PlanLimits | None:
+        return None if principal.plan is None else self.plans[principal.plan]
+
+    def hit(self, principal: Principal, *, now: float | None = None) -> RateState | None:
+        """Count one execution; ``allowed`` is False (and nothing is counted) past the limit."""
+        return self._state(principal, count=True, now=now)
+
+    def peek(self, principal: Principal, *, now: float | None = None) -> RateState | None:
+        return self._state(principal, count=False, now=now)
+
+    def _state(self, principal: Principal, *, count: bool, now: float | None) -> RateState | None:
+        limits = self.limits_for(principal)
+        if limits is None:
+            return None
+        now = time.time() if now is None else now
+        window = int(now // self.WINDOW_SECONDS) * self.WINDOW_SECONDS
+        start, used = self._windows.get(principal.id, (window, 0))
+        if start != window:
+            start, used = window, 0
+        limit = limits.requests_per_minute
+        allowed = used < limit
+        if count and allowed:
+            used += 1
+        self._windows[principal.id] = (start, used)
+        return RateState(limit, max(0, limit - used), start + self.WINDOW_SECONDS, allowed or not count)
+
+    def max_concurrent_jobs(self, principal: Principal) -> int | None:
+        limits = self.limits_for(principal)
+        return None if limits is None else limits.max_concurrent_jobs
