@@ -10,6 +10,7 @@ from mcp import Client
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings, load_settings
+from tests.live_server import LiveServer, live_server
 
 ERAS = ["auto", "legacy"]
 
@@ -46,3 +47,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 async def client(request: pytest.FixtureRequest, runtime: Runtime) -> AsyncIterator[Client]:
     async with Client(build_server(runtime), mode=request.param) as client:
         yield client
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[LiveServer]:
+    async with live_server(settings) as server:
+        yield server
