@@ -40,6 +40,7 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
+        sock.listen(128)  # clients queue in the backlog until uvicorn has started: no need to poll for it
         port = sock.getsockname()[1]
         config = uvicorn.Config(
             build_app(runtime),
@@ -53,9 +54,6 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(partial(server.serve, sockets=[sock]))
-                with anyio.fail_after(10):
-                    while not server.started:  # uvicorn offers a flag, not an event, for "listening"
-                        await anyio.sleep(0.005)
                 yield LiveServer(f"http://127.0.0.1:{port}", runtime, admin_key)
                 server.should_exit = True
         finally:
