@@ -14,7 +14,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from conveyor import schemas
 from conveyor.events import Subscription
@@ -143,10 +143,16 @@ async def test_every_registry_tool_can_be_called_directly(client: Client, runtim
         # A direct call is one attempt: the retry policy is for jobs.
         "testkit_flaky": ({"key": key}, None, "EXECUTION_ERROR"),
         "testkit_thread_ident": ({}, None, None),
+        "testkit_quick": ({}, "quick", None),
     }
+    task_only = {"testkit_long"}  # a direct call of a task-required tool is a protocol error
     listed = {tool.name for tool in (await client.list_tools()).tools} - META_TOOLS
     assert listed == {tool.wire_name for tool in runtime.registry}
-    assert listed == set(expected), "give every registry tool sample arguments in this table"
+    assert listed == set(expected) | task_only, "give every registry tool sample arguments in this table"
+    for name in task_only:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool(name, {})
+        assert refused.value.error.code in (METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY)
     for name, (arguments, text, code) in expected.items():
         result = await client.call_tool(name, arguments)
         if code is not None:
@@ -171,6 +177,7 @@ async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtim
         "testkit_blocking_sum": {"numbers": [4, 5]},
         "testkit_big_result": {"size": 2},
         "testkit_flaky": {"key": secrets.token_hex(8)},
+        "testkit_long": {"seconds": 0},
     }
     samples.update({tool.wire_name: {} for tool in runtime.registry if tool.wire_name not in samples})
     for name, arguments in samples.items():

@@ -97,3 +97,18 @@ async def flaky(key: str) -> int:
 def thread_ident() -> int:
     """A sync tool that answers the ident of the thread it runs in."""
     return threading.get_ident()
+
+
+@toolkit.tool(task_support="required", read_only=True)
+async def long(ctx: ToolContext, seconds: float = 0.05) -> dict[str, float]:
+    """A long-running tool: clients must call it as a task."""
+    ctx.report_progress(1, 2, "half way")
+    await anyio.sleep(seconds)
+    ctx.report_progress(2, 2, "done")
+    return {"slept": seconds}
+
+
+@toolkit.tool(task_support="forbidden")
+async def quick() -> str:
+    """Never runs as a task."""
+    return "quick"

@@ -52,6 +52,10 @@ class Settings(BaseModel):
     enterprise_requests_per_minute: int = Field(1000, gt=0)
     enterprise_max_concurrent_jobs: int = Field(50, gt=0)
     metrics_public: bool = Field(False, description="serve /metrics without an admin key")
+    task_poll_interval_ms: int = Field(1000, gt=0, description="the pollInterval MCP tasks suggest")
+    task_inline_threshold_ms: int = Field(
+        5000, gt=0, description="2026 clients: optional-task tools that usually run longer become tasks"
+    )
 
     @field_validator("toolkits", "queues", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod

@@ -28,7 +28,7 @@ from conveyor.errors import (
 )
 from conveyor.events import JobEvents
 from conveyor.executor import Executor
-from conveyor.jobs.models import Job, JobStatus, NewJob, now_ms
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, now_ms
 from conveyor.jobs.store import JobStore
 from conveyor.progress import Progress
 from conveyor.toolkit import RetryPolicy, Tool
@@ -84,6 +84,8 @@ class JobEngine:
         webhook_url: str | None = None,
         trace_id: str | None = None,
         max_concurrent: int | None = None,
+        kind: JobKind = "job",
+        ttl_ms: int | None = None,
     ) -> Job:
         """Validate, commit, wake a worker; the job is durable once this returns."""
         tool, _ = self.executor.validate(tool_name, arguments)
@@ -105,8 +107,10 @@ class JobEngine:
                 trace_id=trace_id or secrets.token_hex(16),
                 timeout_ms=timeout_ms,
                 webhook_url=webhook_url,
-                estimated_duration_ms=await self._estimate(tool.wire_name),
+                estimated_duration_ms=await self.estimate(tool.wire_name),
                 max_concurrent=max_concurrent,
+                kind=kind,
+                ttl_ms=ttl_ms,
             )
         )
         if job is None:  # a concurrent submit with the same idempotency key committed first
@@ -176,12 +180,15 @@ class JobEngine:
         tool: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArguments(f"limit must be between 1 and {MAX_PAGE}", argument="limit")
         if offset < 0:
             raise InvalidArguments("offset must not be negative", argument="offset")
-        return await self.store.list(owner=owner, status=status, tool=tool, limit=limit, offset=offset)
+        return await self.store.list(
+            owner=owner, status=status, tool=tool, limit=limit, offset=offset, kind=kind
+        )
 
     async def _running_here(self, job_id: str) -> _Running | None:
         # A worker registers its job a moment after the claim commits; give it that moment.
@@ -355,7 +362,8 @@ class JobEngine:
                 await self._finish(job, JobStatus.FAILED, error=_tool_gone(job.tool))
             else:
                 await self._release_interrupted(job, tool)
-        purged = await self.store.purge_finished(now_ms() - int(self.config.retention_s * 1000))
+        now = now_ms()
+        purged = await self.store.purge_finished(now - int(self.config.retention_s * 1000), now=now)
         if purged:
             logger.info("purged finished jobs", extra={"action": "jobs.purged", "count": purged})
 
@@ -379,7 +387,8 @@ class JobEngine:
             )
         return await self.get(existing.job_id, owner=None)  # with a fresh position_in_queue
 
-    async def _estimate(self, tool: str) -> int | None:
+    async def estimate(self, tool: str) -> int | None:
+        """How long a run of this tool usually takes (ms), from its history; None without one."""
         if tool not in self._estimates:
             durations = await self.store.recent_durations(tool)
             self._estimates[tool] = int(sum(durations) / len(durations)) if durations else None

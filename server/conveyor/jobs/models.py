@@ -6,7 +6,9 @@ import enum
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+JobKind = Literal["job", "task"]  # a task is a job an MCP client created as a task
 
 
 class JobStatus(enum.StrEnum):
@@ -47,6 +49,8 @@ class NewJob:
     webhook_url: str | None = None
     estimated_duration_ms: int | None = None
     max_concurrent: int | None = None  # the owner's plan limit; None: unlimited
+    kind: JobKind = "job"
+    ttl_ms: int | None = None  # tasks: how long the client asked for it to be kept
     job_id: str = field(default_factory=new_job_id)
     created_at: int = field(default_factory=now_ms)
 
@@ -75,6 +79,8 @@ class Job:
     timeout_ms: int | None = None
     webhook_url: str | None = None
     position_in_queue: int | None = None
+    kind: JobKind = "job"
+    ttl_ms: int | None = None
 
     def to_public(self) -> dict[str, Any]:
         """The seed API's job shape: fields that do not apply to the status are left out."""

@@ -13,7 +13,7 @@ import aiosqlite
 
 from conveyor.auth import ApiKey
 from conveyor.jobs import group_commit
-from conveyor.jobs.models import Job, JobStatus, NewJob
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
 
 _JSON_COLUMNS = ("arguments", "progress", "result", "error", "step_results")
@@ -99,6 +99,8 @@ class SQLiteJobStore:
             "webhook_url": job.webhook_url,
             "estimated_duration_ms": job.estimated_duration_ms,
             "max_concurrent": job.max_concurrent,
+            "kind": job.kind,
+            "ttl_ms": job.ttl_ms,
         }
         insert_sql, get_sql = self._q["insert_job"], self._q["get_job"]
 
@@ -117,9 +119,21 @@ class SQLiteJobStore:
         return await self._one("get_job_by_idempotency_key", {"owner": owner, "idempotency_key": key})
 
     async def list(
-        self, *, owner: str | None, status: JobStatus | None, tool: str | None, limit: int, offset: int
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None,
+        tool: str | None,
+        limit: int,
+        offset: int,
+        kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]:
-        params: dict[str, Any] = {"owner": owner, "status": status and str(status), "tool": tool}
+        params: dict[str, Any] = {
+            "owner": owner,
+            "status": status and str(status),
+            "tool": tool,
+            "kind": kind,
+        }
         jobs = await self._all("list_jobs", {**params, "limit": limit, "offset": offset})
         total = await self._scalar("count_jobs", params)
         return jobs, int(total or 0)
@@ -183,8 +197,8 @@ class SQLiteJobStore:
             rows = await cursor.fetchall()
         return [int(row[0]) for row in rows if row[0] is not None]
 
-    async def purge_finished(self, before: int) -> int:
-        return await self._rowcount("purge_finished", {"before": before})
+    async def purge_finished(self, before: int, *, now: int) -> int:
+        return await self._rowcount("purge_finished", {"before": before, "now": now})
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         async with self._conn.execute(self._q["count_jobs_by_status"]) as cursor:

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from conveyor.jobs.models import Job, JobStatus, NewJob
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 
 
 class JobStore(Protocol):
@@ -23,7 +23,14 @@ class JobStore(Protocol):
     async def get_by_idempotency_key(self, owner: str, key: str) -> Job | None: ...
 
     async def list(
-        self, *, owner: str | None, status: JobStatus | None, tool: str | None, limit: int, offset: int
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None,
+        tool: str | None,
+        limit: int,
+        offset: int,
+        kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]: ...
 
     async def claim_next(
@@ -58,6 +65,8 @@ class JobStore(Protocol):
 
     async def recent_durations(self, tool: str) -> builtins.list[int]: ...
 
-    async def purge_finished(self, before: int) -> int: ...
+    async def purge_finished(self, before: int, *, now: int) -> int:
+        """Delete finished jobs that ended before ``before``, and finished tasks past their ttl."""
+        ...
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...

@@ -14,7 +14,11 @@ MAX_TEXT_RESULT = 4000  # keep the readable summary short; the full result is in
 
 
 def outcome_result(outcome: Outcome, *, structured: bool) -> types.CallToolResult:
-    value = outcome.result
+    return value_result(outcome.result, structured=structured)
+
+
+def value_result(value: Any, *, structured: bool) -> types.CallToolResult:
+    """What a successful ``tools/call`` answers: the value as text, and as structure when it has a schema."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],
@@ -23,7 +27,11 @@ def outcome_result(outcome: Outcome, *, structured: bool) -> types.CallToolResul
 
 
 def error_result(error: ConveyorError, request_id: str) -> types.CallToolResult:
-    payload = {**error.to_payload(), "request_id": request_id}
+    return payload_error_result({**error.to_payload(), "request_id": request_id})
+
+
+def payload_error_result(payload: dict[str, Any]) -> types.CallToolResult:
+    """A failed ``tools/call``: ``isError``, the code in the text, the whole error as structure."""
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"{payload['code']}: {payload['message']}")],
         structured_content={"error": payload},

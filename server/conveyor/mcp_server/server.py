@@ -15,8 +15,11 @@ from mcp_types import INVALID_PARAMS
 import conveyor
 from conveyor.auth import LOCAL_USER, Principal
 from conveyor.errors import ConveyorError, ToolNotFound
+from conveyor.jobs.models import Job
 from conveyor.mcp_server.meta_tools import META_TOOLS
 from conveyor.mcp_server.results import error_result, outcome_result
+from conveyor.mcp_server.task_notifier import TaskNotifier
+from conveyor.mcp_server.tasks import Tasks
 from conveyor.progress import Progress
 from conveyor.runtime import Runtime
 from conveyor.toolkit import Tool
@@ -62,15 +65,22 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
         except ConveyorError as exc:
             return error_result(exc, _request_id(ctx))
 
-    return Server(
+    async def load_job(job_id: str) -> Job:
+        return await runtime.engine.get(job_id, owner=None)
+
+    notifier = TaskNotifier(runtime.events, load_job, poll_interval_ms=runtime.settings.task_poll_interval_ms)
+    server: Server[Any] = Server(
         "conveyor",
         version=conveyor.__version__,
         title="Conveyor",
         description="Run tools now or as durable background jobs.",
         instructions=INSTRUCTIONS,
+        lifespan=lambda _server: notifier.running(),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    Tasks(runtime, resolve, notifier).install(server)
+    return server
 
 
 async def _run_direct(

@@ -1,8 +1,10 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
-                  idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent)
+                  idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent,
+                  kind, ttl_ms)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
-        :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent)
+        :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent,
+        :kind, :ttl_ms)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *, NULL AS position_in_queue;
 
@@ -26,6 +28,7 @@ FROM jobs j
 WHERE (:owner IS NULL OR j.owner = :owner)
   AND (:status IS NULL OR j.status = :status)
   AND (:tool IS NULL OR j.tool = :tool)
+  AND (:kind IS NULL OR j.kind = :kind)
 ORDER BY j.seq DESC
 LIMIT :limit OFFSET :offset;
 
@@ -33,7 +36,8 @@ LIMIT :limit OFFSET :offset;
 SELECT COUNT(*) FROM jobs
 WHERE (:owner IS NULL OR owner = :owner)
   AND (:status IS NULL OR status = :status)
-  AND (:tool IS NULL OR tool = :tool);
+  AND (:tool IS NULL OR tool = :tool)
+  AND (:kind IS NULL OR kind = :kind);
 
 -- name: claim_next_job
 UPDATE jobs
@@ -94,7 +98,10 @@ ORDER BY completed_at DESC
 LIMIT 20;
 
 -- name: purge_finished
-DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at < :before;
+-- Finished jobs past retention, and finished tasks past the ttl their client asked for.
+DELETE FROM jobs
+WHERE completed_at IS NOT NULL
+  AND (completed_at < :before OR (ttl_ms IS NOT NULL AND created_at + ttl_ms < :now));
 
 -- name: count_jobs_by_status
 SELECT status, COUNT(*) AS n FROM jobs GROUP BY status;
