@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import mcp_types as types
@@ -17,6 +18,7 @@ from conveyor.auth import LOCAL_USER, Principal
 from conveyor.errors import ConveyorError, ToolNotFound
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.meta_tools import META_TOOLS
+from conveyor.mcp_server.resources import JobResources
 from conveyor.mcp_server.results import error_result, outcome_result
 from conveyor.mcp_server.task_notifier import TaskNotifier
 from conveyor.mcp_server.tasks import Tasks
@@ -68,6 +70,7 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
     async def load_job(job_id: str) -> Job:
         return await runtime.engine.get(job_id, owner=None)
 
+    resources = JobResources(runtime, resolve)
     notifier = TaskNotifier(runtime.events, load_job, poll_interval_ms=runtime.settings.task_poll_interval_ms)
     server: Server[Any] = Server(
         "conveyor",
@@ -75,12 +78,20 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
         title="Conveyor",
         description="Run tools now or as durable background jobs.",
         instructions=INSTRUCTIONS,
-        lifespan=lambda _server: notifier.running(),
+        lifespan=lambda _server: _background(notifier, resources),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
     Tasks(runtime, resolve, notifier).install(server)
+    resources.install(server)
     return server
+
+
+@asynccontextmanager
+async def _background(notifier: TaskNotifier, resources: JobResources) -> AsyncIterator[None]:
+    """The server's lifespan owns what outlives a request: task notifications and resource watches."""
+    async with notifier.running(), resources.running():
+        yield
 
 
 async def _run_direct(

@@ -14,14 +14,14 @@ keeps ``failed`` for JSON-RPC errors and reports tool errors as completed tasks.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import mcp_types as types
 
 from conveyor.jobs.models import Job, JobStatus
+from conveyor.mcp_server.eras import Era
 from conveyor.mcp_server.results import payload_error_result, value_result
 
-Era = Literal["2025", "2026"]
 RELATED_TASK = "io.modelcontextprotocol/related-task"
 IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
 

@@ -21,17 +21,16 @@ from mcp.server import Server
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY, RequestParams
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, Field
 
 from conveyor.auth import Principal
 from conveyor.errors import CannotCancelRunning, ConveyorError, JobNotFound
 from conveyor.jobs.models import Job
+from conveyor.mcp_server.eras import era_of
 from conveyor.mcp_server.task_notifier import TaskNotifier
 from conveyor.mcp_server.task_views import (
     IMMEDIATE_RESPONSE,
     RELATED_TASK,
-    Era,
     call_result,
     task_2025,
     task_2026,
@@ -55,10 +54,6 @@ class TaskListParams(RequestParams):
     model_config = ConfigDict(extra="allow")
 
     cursor: str | None = None
-
-
-def era_of(ctx: ServerRequestContext[Any, Any]) -> Era:
-    return "2026" if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else "2025"
 
 
 class Tasks:

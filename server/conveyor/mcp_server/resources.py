@@ -1,0 +1,169 @@
+"""Jobs as MCP resources: ``conveyor://jobs/{job_id}``, the caller's recent jobs, and updates.
+
+Reading answers the job as JSON (owner-scoped, like every door). A client that subscribes
+hears of every change of that job in its era's own way: 2025-11-25 by ``resources/subscribe``
+and ``notifications/resources/updated`` on the connection; 2026-07-28 by a
+``subscriptions/listen`` stream, fed from the job events through the SDK's subscription bus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from conveyor.auth import Principal
+from conveyor.errors import JobNotFound
+from conveyor.jobs.models import Job
+from conveyor.mcp_server.eras import era_of
+from conveyor.runtime import Runtime
+
+logger = logging.getLogger("conveyor.mcp.resources")
+
+SCHEME = "conveyor://jobs/"
+TEMPLATE = SCHEME + "{job_id}"
+MIME = "application/json"
+RECENT = 50
+RESOURCE_NOT_FOUND_2025 = -32002  # 2025-11-25's code for an unknown resource; 2026-07-28 uses -32602
+
+
+def job_uri(job_id: str) -> str:
+    return SCHEME + job_id
+
+
+class JobResources:
+    def __init__(
+        self, runtime: Runtime, resolve: Callable[[ServerRequestContext[Any, Any]], Principal]
+    ) -> None:
+        self.runtime = runtime
+        self.resolve = resolve
+        self.bus = InMemorySubscriptionBus()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._watches: dict[tuple[int, str], anyio.CancelScope] = {}  # (session, job id) -> its watch
+
+    def install(self, server: Server[Any]) -> None:
+        server.add_request_handler("resources/list", types.PaginatedRequestParams, self.list)
+        server.add_request_handler("resources/templates/list", types.PaginatedRequestParams, self.templates)
+        server.add_request_handler("resources/read", types.ReadResourceRequestParams, self.read)
+        server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, self.subscribe)
+        server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, self.unsubscribe)
+        server.add_request_handler(
+            "subscriptions/listen", types.SubscriptionsListenRequestParams, ListenHandler(self.bus)
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Owns the watches, and forwards every job change to 2026 listen streams."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._publish_changes)
+            try:
+                yield
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def list(self, ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListResourcesResult:
+        jobs, _ = await self.runtime.engine.list(owner=self.resolve(ctx).visible_owner, limit=RECENT)
+        return types.ListResourcesResult(resources=[_resource(job) for job in jobs])
+
+    async def templates(
+        self, ctx: ServerRequestContext[Any, Any], params: Any
+    ) -> types.ListResourceTemplatesResult:
+        template = types.ResourceTemplate(
+            uri_template=TEMPLATE,
+            name="job",
+            title="A Conveyor job",
+            description="A job's status, progress, and its result or error once finished, as JSON.",
+            mime_type=MIME,
+        )
+        return types.ListResourceTemplatesResult(resource_templates=[template])
+
+    async def read(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        job = await self._job(ctx, str(params.uri))
+        text = json.dumps(job.to_public(), ensure_ascii=False)
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=job_uri(job.job_id), mime_type=MIME, text=text)]
+        )
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        job = await self._job(ctx, str(params.uri))
+        key = (_connection_id(ctx.session), job.job_id)
+        if key not in self._watches and self._tg is not None:
+            scope = anyio.CancelScope()
+            self._watches[key] = scope
+            self._tg.start_soon(self._watch, key, scope, ctx.session)
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        job_id = _job_id(str(params.uri))
+        scope = self._watches.pop((_connection_id(ctx.session), job_id or ""), None)
+        if scope is not None:
+            scope.cancel()
+        return types.EmptyResult()
+
+    async def _watch(self, key: tuple[int, str], scope: anyio.CancelScope, session: ServerSession) -> None:
+        _, job_id = key
+        try:
+            with scope, self.runtime.events.subscribe(job_id) as updates:
+                while True:
+                    job = await updates.next()
+                    await session.send_resource_updated(job_uri(job.job_id))
+                    if job.status.terminal:
+                        return
+        except Exception:  # the client went away
+            logger.debug("resource watch stopped", exc_info=True, extra={"action": "resource.watch_stopped"})
+        finally:
+            self._watches.pop(key, None)
+
+    async def _publish_changes(self) -> None:
+        with self.runtime.events.subscribe() as changes:
+            while True:
+                job = await changes.next()
+                await self.bus.publish(ResourceUpdated(uri=job_uri(job.job_id)))
+
+    async def _job(self, ctx: ServerRequestContext[Any, Any], uri: str) -> Job:
+        job_id = _job_id(uri)
+        try:
+            if job_id is None:
+                raise JobNotFound()
+            return await self.runtime.engine.get(job_id, owner=self.resolve(ctx).visible_owner)
+        except JobNotFound:
+            code = RESOURCE_NOT_FOUND_2025 if era_of(ctx) == "2025" else INVALID_PARAMS
+            raise MCPError(code, f"Resource not found: {uri}", {"uri": uri}) from None
+
+
+def _resource(job: Job) -> types.Resource:
+    return types.Resource(
+        uri=job_uri(job.job_id),
+        name=job.job_id,
+        title=f"{job.tool} job ({job.status})",
+        mime_type=MIME,
+    )
+
+
+def _job_id(uri: str) -> str | None:
+    return uri[len(SCHEME) :] if uri.startswith(SCHEME) and len(uri) > len(SCHEME) else None
+
+
+def _connection_id(session: ServerSession) -> int:
+    # A session object is made per request; the connection behind it is what subscribed.
+    return id(session._connection)
