@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -26,6 +26,7 @@ from mcp_types import INVALID_PARAMS
 
 from conveyor.auth import Principal
 from conveyor.errors import JobNotFound
+from conveyor.events import Subscription
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.eras import era_of
 from conveyor.runtime import Runtime
@@ -108,7 +109,9 @@ class JobResources:
         if key not in self._watches and self._tg is not None:
             scope = anyio.CancelScope()
             self._watches[key] = scope
-            self._tg.start_soon(self._watch, key, scope, ctx.session)
+            # Subscribed before the reply: every change after it reaches the client.
+            subscribing = self.runtime.events.subscribe(job.job_id)
+            self._tg.start_soon(self._watch, key, scope, ctx.session, subscribing, subscribing.__enter__())
         return types.EmptyResult()
 
     async def unsubscribe(
@@ -120,10 +123,16 @@ class JobResources:
             scope.cancel()
         return types.EmptyResult()
 
-    async def _watch(self, key: tuple[int, str], scope: anyio.CancelScope, session: ServerSession) -> None:
-        _, job_id = key
+    async def _watch(
+        self,
+        key: tuple[int, str],
+        scope: anyio.CancelScope,
+        session: ServerSession,
+        subscribing: AbstractContextManager[Subscription],
+        updates: Subscription,
+    ) -> None:
         try:
-            with scope, self.runtime.events.subscribe(job_id) as updates:
+            with scope:
                 while True:
                     job = await updates.next()
                     await session.send_resource_updated(job_uri(job.job_id))
@@ -132,6 +141,7 @@ class JobResources:
         except Exception:  # the client went away
             logger.debug("resource watch stopped", exc_info=True, extra={"action": "resource.watch_stopped"})
         finally:
+            subscribing.__exit__(None, None, None)  # entered by subscribe(), before its reply
             self._watches.pop(key, None)
 
     async def _publish_changes(self) -> None:

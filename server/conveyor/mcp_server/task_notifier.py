@@ -51,11 +51,14 @@ class TaskNotifier:
 
     async def _follow(self, job_id: str, session: ServerSession, progress_token: str | int | None) -> None:
         last_status: str | None = None
+        last_progress: dict[str, Any] | None = None
         try:
             with self.events.subscribe(job_id) as updates:
                 job = await self.load(job_id)  # after subscribing: no change can fall in between
                 while True:
-                    if progress_token is not None and job.progress:
+                    # Only new progress: the spec wants each notification to move forward.
+                    if progress_token is not None and job.progress and job.progress != last_progress:
+                        last_progress = job.progress
                         await _send_progress(session, progress_token, job)
                     view = task_2025(job, poll_interval_ms=self.poll_interval_ms)
                     if view["status"] != last_status:
