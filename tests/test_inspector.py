@@ -1,4 +1,5 @@
-"""Interop with the official MCP Inspector CLI, pinned in tests/package.json.
+"""Interop with the official MCP Inspector CLI, pinned in tests/package.json: over stdio, and over
+HTTP at /mcp with an API key (the README's commands).
 
 Set up once with ``npm ci --prefix tests``. Without tests/node_modules these tests skip
 locally; in CI (``CI`` set) they fail instead, so a broken install cannot pass unnoticed.
@@ -8,12 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+
+from tests.serve_process import Served, conveyor_http
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +72,46 @@ def test_inspector_calls_a_tool_and_gets_structured_output(inspector: list[str],
     )
     assert result["isError"] is False
     assert result["structuredContent"] == {"sum": 3}
+
+
+# -- over HTTP: `conveyor serve --http` in a subprocess, the Inspector at /mcp with the API key -----
+
+
+async def run_inspector_http(inspector: list[str], tmp_path: Path, served: Served, *method: str) -> Any:
+    target = [f"{served.url}/mcp", "--transport", "http", "--header", f"Authorization: Bearer {served.key}"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    env.update(
+        PATH=f"{NODE_BIN}{os.pathsep}{env.get('PATH', '')}", MCP_CATALOG_PATH=str(tmp_path / "mcp.json")
+    )
+    with anyio.fail_after(120):
+        run = await anyio.run_process(
+            [*inspector, *target, *method], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, check=False
+        )
+    assert run.returncode == 0, run.stderr.decode()
+    return json.loads(run.stdout)
+
+
+@pytest.mark.anyio
+async def test_inspector_lists_and_calls_tools_over_http_with_an_api_key(
+    inspector: list[str], tmp_path: Path
+) -> None:
+    async with conveyor_http(tmp_path, stop=signal.SIGINT) as served:
+        listed = await run_inspector_http(inspector, tmp_path, served, "--method", "tools/list")
+        added = await run_inspector_http(
+            inspector,
+            tmp_path,
+            served,
+            *("--method", "tools/call", "--tool-name", "demo_add", "--tool-arg", "a=1", "b=2"),
+        )
+        submitted = await run_inspector_http(
+            inspector,
+            tmp_path,
+            served,
+            *("--method", "tools/call", "--tool-name", "jobs_submit"),
+            *("--tool-arg", "tool=demo_add", 'arguments={"a": 2, "b": 3}', "wait_seconds=10"),
+        )
+    assert {"demo_add", "jobs_submit", "jobs_status"} <= {tool["name"] for tool in listed["tools"]}
+    assert added["isError"] is False
+    assert added["structuredContent"] == {"sum": 3}
+    assert submitted["structuredContent"]["status"] == "completed"
+    assert submitted["structuredContent"]["result"] == {"sum": 5}

@@ -29,11 +29,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_logging(settings.log_level)
         code = args.command(args, settings)
     except ConfigError as exc:
-        print(f"conveyor: error: {exc}", file=sys.stderr)
-        code = 2
+        code = _config_error(exc)
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _config_error(exc: ConfigError) -> int:
+    print(f"conveyor: error: {exc}", file=sys.stderr)
+    return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,6 +202,9 @@ def _with_runtime(settings: Settings, action: Any) -> int:
             except ConveyorError as exc:
                 print(json.dumps({"error": exc.to_payload()}, indent=2))
                 return 1
+            except ConfigError as exc:
+                # Left to main, it would reach it wrapped in the runtime's exception group.
+                return _config_error(exc)
 
     return anyio.run(run)
 

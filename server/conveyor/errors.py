@@ -26,6 +26,7 @@ class ErrorCode(enum.StrEnum):
     CANCELED = "CANCELED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    MISDIRECTED_REQUEST = "MISDIRECTED_REQUEST"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -166,6 +167,14 @@ class MethodNotAllowed(ConveyorError):
 
     code = ErrorCode.METHOD_NOT_ALLOWED
     http_status = 405
+
+
+class MisdirectedRequest(ConveyorError):
+    """This server does not answer for that host name."""
+
+    code = ErrorCode.MISDIRECTED_REQUEST
+    http_status = 421
+    suggested_fix = "Add the host name to the allowed_hosts setting."
 
 
 class InternalError(ConveyorError):

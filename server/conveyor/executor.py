@@ -93,7 +93,10 @@ class Executor:
         """Run a tool once; raises a ``ConveyorError`` for every way a run can fail."""
         tool, parsed = self.validate(tool_name, arguments)
         timeout = self.timeout_ms_for(tool, timeout_ms)
-        relay = ProgressRelay(_safe(progress), progress_interval) if progress else None
+        # Only a tool that takes a ToolContext can report progress: the others need no relay.
+        relay = (
+            ProgressRelay(_safe(progress), progress_interval) if progress and tool.context_parameter else None
+        )
         ctx = ToolContext(tool=tool.wire_name, relay=relay, job_id=job_id, trace_id=trace_id)
         ctx.state = self._states.get(tool.toolkit)
         kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
@@ -102,16 +105,20 @@ class Executor:
         started = time.perf_counter()
         failure: BaseException | None = None
         value: Any = None
-        async with anyio.create_task_group() as tg:
-            if relay:
-                tg.start_soon(relay.drain_forever)
+        if relay is None:
             try:
                 value = await self._call_bounded(tool, kwargs, timeout)
-            except Exception as exc:  # mapped below, outside the task group
+            except Exception as exc:
                 failure = exc
-            if relay:
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay.drain_forever)
+                try:
+                    value = await self._call_bounded(tool, kwargs, timeout)
+                except Exception as exc:  # mapped below, outside the task group
+                    failure = exc
                 await relay.flush()
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         if failure is not None:
             raise _map_failure(tool, failure)

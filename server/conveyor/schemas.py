@@ -9,19 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.jobs.models import JobStatus
 
 MAX_WAIT_SECONDS = 25.0
+MAX_OFFSET = 2**31 - 1  # fits every SQL integer type; a larger one overflowed SQLite's binding
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def json_number(value: Any) -> Any:
+    """A number must be a JSON number: pydantic's lax mode would also take true or "5"."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("number_type", "Input should be a number")
+    return value
+
+
 def _capped_wait(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return max(0.0, min(MAX_WAIT_SECONDS, float(value)))
+    value = json_number(value)
+    if isinstance(value, int | float):
+        return min(MAX_WAIT_SECONDS, float(value))  # negatives are left for ge=0 to refuse
     return value
 
 
@@ -42,6 +52,7 @@ class SubmitJobRequest(_Request):
     wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
 
     _cap = field_validator("wait_seconds", mode="before")(_capped_wait)
+    _number = field_validator("timeout_ms", mode="before")(json_number)
 
 
 class JobStatusRequest(_Request):
@@ -59,7 +70,7 @@ class ListJobsRequest(_Request):
     status: JobStatus | None = Field(None, description="Only jobs with this status.")
     tool: str | None = Field(None, description="Only jobs of this tool.")
     limit: int = Field(20, ge=1, le=100, description="Page size (at most 100).")
-    offset: int = Field(0, ge=0, description="Jobs to skip, newest first.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
 
 
 class JobProgress(BaseModel):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import uvicorn
@@ -20,11 +23,12 @@ from starlette.types import Scope
 
 import conveyor
 from conveyor.auth import Principal
-from conveyor.errors import ConveyorError, MethodNotAllowed, RouteNotFound
+from conveyor.errors import ConfigError, ConveyorError, MethodNotAllowed, RouteNotFound
 from conveyor.http_api.endpoints import ENDPOINTS, Endpoint
-from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, session_manager
+from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, session_manager
 from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.middleware import Access, AccessRule, RequestContext
+from conveyor.http_api.models import JobEvent
 from conveyor.http_api.openapi import build_openapi
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.http_api.stream import stream_job
@@ -38,7 +42,7 @@ def build_app(runtime: Runtime) -> Starlette:
     metrics = Metrics()
     mcp_sessions = session_manager(runtime)
     endpoints = _all_endpoints(runtime, metrics)
-    openapi = build_openapi(endpoints, version=conveyor.__version__)
+    openapi: dict[str, object] = {}  # filled below, from every endpoint including this one
 
     async def serve_openapi(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
         return JSONResponse(openapi)
@@ -48,12 +52,19 @@ def build_app(runtime: Runtime) -> Starlette:
             "GET",
             "/openapi.json",
             serve_openapi,
-            "This document",
+            "This OpenAPI 3.1 document",
             access="public",
             responses={200: "application/json"},
         ),
     )
-    routes: list[BaseRoute] = [Route(e.path, _bind(e, runtime), methods=[e.method]) for e in endpoints]
+    openapi.update(build_openapi(endpoints, version=conveyor.__version__))
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for e in endpoints:
+        by_path.setdefault(e.path, {})[e.method] = e
+    # One route per path, so a 405's Allow lists every method of that path.
+    routes: list[BaseRoute] = [
+        Route(path, _bind(methods, runtime), methods=list(methods)) for path, methods in by_path.items()
+    ]
     routes.append(Route(MCP_PATH, StreamableHTTPASGIApp(mcp_sessions), methods=["GET", "POST", "DELETE"]))
     route_names = {id(route.endpoint): route.path for route in routes if isinstance(route, Route)}
 
@@ -75,6 +86,7 @@ def build_app(runtime: Runtime) -> Starlette:
             Middleware(
                 Access,
                 verifier=ApiKeyVerifier(runtime.keys),
+                host_check=HostCheck(runtime.settings),
                 limiter=runtime.limiter,
                 rules=rules,
                 max_body=runtime.settings.max_request_bytes,
@@ -97,7 +109,7 @@ def _all_endpoints(runtime: Runtime, metrics: Metrics) -> tuple[Endpoint, ...]:
             "/jobs/{job_id}/stream",
             stream_job,
             "Follow a job as Server-Sent Events",
-            responses={200: "text/event-stream"},
+            responses={200: JobEvent},
             errors=(401, 404, 429),
         ),
         Endpoint(
@@ -112,15 +124,16 @@ def _all_endpoints(runtime: Runtime, metrics: Metrics) -> tuple[Endpoint, ...]:
     )
 
 
-def _bind(endpoint: Endpoint, runtime: Runtime):  # type: ignore[no-untyped-def]
+def _bind(methods: dict[str, Endpoint], runtime: Runtime):  # type: ignore[no-untyped-def]
     async def handle(request: Request) -> Response:
+        endpoint = methods["GET" if request.method == "HEAD" else request.method]
         principal = request.scope.get("state", {}).get("principal")
         try:
             return await endpoint.handler(request, runtime, principal)
         except ConveyorError as exc:
             return error_response(exc, request_id_of(request))
 
-    handle.__name__ = endpoint.handler.__name__
+    handle.__name__ = "_".join(e.handler.__name__ for e in methods.values())
     return handle
 
 
@@ -130,7 +143,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code not in (404, 405):
         error = ConveyorError(exc.detail)
         error.http_status = exc.status_code
-    return error_response(error, request_id_of(request))
+    response = error_response(error, request_id_of(request))
+    response.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110)
+    return response
 
 
 async def ensure_admin_key(runtime: Runtime) -> None:
@@ -146,19 +161,58 @@ async def ensure_admin_key(runtime: Runtime) -> None:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, except that a SIGINT or SIGTERM ends ``serve`` without being raised again after
+    the graceful shutdown: the runtime still closes in order (workers hand their jobs back, the
+    store closes) and the process exits 0, instead of dying by the re-raised signal first."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach only the main thread
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only on sockets that do, and without
+    # it every response on a kept-alive connection waits ~40 ms for a delayed ACK.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def serve_http(settings: Settings) -> None:
-    async with open_runtime(settings) as runtime:
-        await ensure_admin_key(runtime)
-        config = uvicorn.Config(
-            build_app(runtime),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-        logger.info(
-            "serving HTTP", extra={"action": "http.listening", "host": settings.host, "port": settings.port}
-        )
-        await uvicorn.Server(config).serve()
+    # Listen first: a taken port fails before anything is opened, and clients may connect as
+    # soon as the line below is logged (they wait in the backlog until startup ends).
+    sock = listen(settings.host, settings.port)
+    try:
+        async with open_runtime(settings) as runtime:
+            await ensure_admin_key(runtime)
+            config = uvicorn.Config(
+                build_app(runtime),
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
+            port = sock.getsockname()[1]  # the one the system chose, for --port 0
+            logger.info(
+                "serving HTTP", extra={"action": "http.listening", "host": settings.host, "port": port}
+            )
+            await _Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()

@@ -17,6 +17,8 @@ from conveyor.errors import ConveyorError, InvalidArguments, PayloadTooLarge
 from conveyor.executor import invalid_arguments
 from conveyor.http_api.models import (
     CancelResponse,
+    ErrorBody,
+    ExecuteToolError,
     ExecuteToolRequest,
     ExecuteToolResponse,
     Health,
@@ -50,6 +52,7 @@ class Endpoint:
     query: type[BaseModel] | None = None
     responses: dict[int, type[BaseModel] | str] = field(default_factory=dict)  # str: a non-JSON media type
     errors: tuple[int, ...] = ()
+    error_body: type[BaseModel] = ErrorBody  # the body of every status in errors
 
 
 async def read_body(request: Request, model: type[M], limit: int) -> M:
@@ -220,6 +223,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=ExecuteToolRequest,
         responses={200: ExecuteToolResponse, 202: JobAccepted},
         errors=(400, 401, 403, 404, 413, 429, 500, 504),
+        error_body=ExecuteToolError,
     ),
     Endpoint(
         "POST",

@@ -7,10 +7,12 @@ from typing import Any
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+from starlette.types import Scope
 
 from conveyor.auth import ApiKeys, Principal
-from conveyor.errors import Unauthorized
+from conveyor.errors import Forbidden, InvalidArguments, MisdirectedRequest, Unauthorized
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime
 from conveyor.settings import Settings
@@ -59,6 +61,25 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
+
+
+class HostCheck:
+    """DNS-rebinding protection (and the JSON content type) for /mcp, checked ahead of the SDK's
+    own checks, which answer plain text, so that a refusal carries Conveyor's error body."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._check = TransportSecurityMiddleware(transport_security(settings))
+
+    async def verify(self, scope: Scope) -> None:
+        request = Request(scope)
+        refusal = await self._check.validate_request(request, is_post=request.method == "POST")
+        if refusal is None:
+            return
+        if refusal.status_code == 421:
+            raise MisdirectedRequest(f"Host {request.headers.get('host')!r} is not allowed")
+        if refusal.status_code == 403:
+            raise Forbidden("This Origin may not call /mcp")
+        raise InvalidArguments("MCP messages are sent as application/json", argument="Content-Type")
 
 
 def session_manager(runtime: Runtime) -> StreamableHTTPSessionManager:

@@ -31,7 +31,7 @@ from conveyor.errors import (
     RateLimitExceeded,
     Unauthorized,
 )
-from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, principal_of_token
+from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, principal_of_token
 from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.responses import error_response
 from conveyor.limits import RateLimiter, RateState
@@ -87,12 +87,14 @@ class Access:
         app: ASGIApp,
         *,
         verifier: ApiKeyVerifier,
+        host_check: HostCheck,
         limiter: RateLimiter,
         rules: dict[tuple[str, str], AccessRule],
         max_body: int,
     ) -> None:
         self.app = app
         self.verifier = verifier
+        self.host_check = host_check
         self.limiter = limiter
         self.rules = rules
         self.max_body = max_body
@@ -107,6 +109,8 @@ class Access:
             return
         request_id = scope["state"]["request_id"]
         try:
+            if scope["path"] == MCP_PATH:
+                await self.host_check.verify(scope)  # before auth: a rebinding page never gets further
             principal = await self._authenticate(scope)
             if rule.access == "admin" and not principal.is_admin:
                 raise Forbidden("This endpoint needs an admin key")

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
 from conveyor.jobs.models import JobStatus
-from conveyor.schemas import MAX_WAIT_SECONDS, JobView, SubmitJobRequest
+from conveyor.schemas import MAX_OFFSET, MAX_WAIT_SECONDS, JobView, SubmitJobRequest, json_number
 
 ANY_JSON: JsonDict = {"type": ["object", "array", "string", "number", "boolean", "null"]}
 
 
 class ExecuteToolRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tool": "demo_add", "arguments": {"a": 1, "b": 2}}]}
+    )
 
     tool: str = Field(min_length=1, description="Tool name, as GET /tools lists it.")
     arguments: dict[str, Any] = Field(default_factory=dict, description="The tool's arguments.")
@@ -23,6 +25,8 @@ class ExecuteToolRequest(BaseModel):
         description="sync: run now and answer with the result; async: submit as a job (like /jobs/submit).",
     )
     timeout_ms: int | None = Field(None, gt=0, description="Stop the run after this many milliseconds.")
+
+    _number = field_validator("timeout_ms", mode="before")(json_number)
 
 
 class ExecuteToolResponse(BaseModel):
@@ -35,6 +39,10 @@ class ExecuteToolResponse(BaseModel):
 class SubmitJobBody(SubmitJobRequest):
     """POST /jobs/submit: the jobs_submit meta-tool's parameters."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"tool": "demo_sleep", "arguments": {"seconds": 0.1, "steps": 2}}]}
+    )
+
 
 class JobAccepted(JobView):
     """The new job (status queued), or the finished job when wait_seconds let it end in time."""
@@ -44,13 +52,28 @@ class CancelResponse(JobView):
     message: str
 
 
+class JobEvent(BaseModel):
+    """One Server-Sent Event of GET /jobs/{job_id}/stream (keep-alive comments aside)."""
+
+    media_type: ClassVar[str] = "text/event-stream"
+
+    id: str = Field(description="1 for the job as the stream opened, then 2, 3, ... for each change.")
+    data: str = Field(
+        description="The job, as JSON: the same object GET /jobs/{job_id} answers.",
+        json_schema_extra={
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/JobView"},
+        },
+    )
+
+
 class ListJobsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
-    status: JobStatus | None = None
-    tool: str | None = None
+    limit: int = Field(20, ge=1, le=100, description="Page size (at most 100).")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
+    status: JobStatus | None = Field(None, description="Only jobs with this status.")
+    tool: str | None = Field(None, description="Only jobs of this tool.")
 
 
 class JobStatusQuery(BaseModel):
@@ -111,3 +134,11 @@ class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     error: ErrorDetail
+
+
+class ExecuteToolError(ErrorBody):
+    """POST /execute_tool's failures. Once the tool was looked up, "tool" and "status" ("error" or
+    "timeout") stand next to the error, as in the seed API; earlier failures carry the error alone."""
+
+    tool: str | None = None
+    status: Literal["error", "timeout"] | None = None

@@ -24,13 +24,58 @@ STATUS_TEXT = {
     500: "Tool execution failed",
     504: "Tool timed out",
 }
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-Id": {
+        "description": "This request's id (the client's own X-Request-Id when it sent a valid one); "
+        "error bodies repeat it.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "X-RateLimit-Limit": {
+        "description": "Executions per minute the key's plan allows.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Executions left in the current one-minute window.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Unix time (seconds) when the current window ends.",
+        "required": True,
+        "schema": {"type": "integer"},
+    },
+    "Retry-After": {
+        "description": "Seconds until the rate limit window resets.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "WWW-Authenticate": {
+        "description": "The Bearer challenge.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+# Authentication and role checks answer before the key's rate window is looked at.
+_UNMETERED = (401, 403)
 
 
 def build_openapi(endpoints: tuple[Endpoint, ...], *, version: str) -> dict[str, Any]:
     refs, defs = _schemas(endpoints)
+    # A response that creates a job links to every operation on /jobs/{job_id}.
+    job_links = {
+        e.handler.__name__: {
+            "operationId": e.handler.__name__,
+            "parameters": {"job_id": "$response.body#/job_id"},
+        }
+        for e in endpoints
+        if "{job_id}" in e.path
+    }
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
-        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, refs)
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, refs, job_links)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -42,6 +87,7 @@ def build_openapi(endpoints: tuple[Endpoint, ...], *, version: str) -> dict[str,
         "paths": paths,
         "components": {
             "schemas": defs,
+            "headers": HEADERS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearerAuth": []}],
@@ -55,7 +101,7 @@ def _schemas(
     for endpoint in endpoints:
         if endpoint.body is not None:
             wanted.add((endpoint.body, "validation"))
-        for answer in endpoint.responses.values():
+        for answer in (*endpoint.responses.values(), endpoint.error_body):
             if not isinstance(answer, str):
                 wanted.add((answer, "serialization"))
     ordered = sorted(wanted, key=lambda pair: (pair[0].__name__, pair[1]))
@@ -64,7 +110,9 @@ def _schemas(
     return dict(refs), top.get("$defs", {})
 
 
-def _operation(endpoint: Endpoint, refs: dict[tuple[type[BaseModel], str], Any]) -> dict[str, Any]:
+def _operation(
+    endpoint: Endpoint, refs: dict[tuple[type[BaseModel], str], Any], job_links: dict[str, Any]
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": endpoint.handler.__name__,
         "summary": endpoint.summary,
@@ -82,15 +130,30 @@ def _operation(endpoint: Endpoint, refs: dict[tuple[type[BaseModel], str], Any])
         if isinstance(answer, str):
             content = {answer: {"schema": {"type": "string"}}}
         else:
-            content = {"application/json": {"schema": refs[(answer, "serialization")]}}
-        operation["responses"][str(status)] = {
-            "description": STATUS_TEXT.get(status, "OK"),
-            "content": content,
-        }
-    error = {"application/json": {"schema": refs[(ErrorBody, "serialization")]}}
+            media_type = getattr(answer, "media_type", "application/json")
+            content = {media_type: {"schema": refs[(answer, "serialization")]}}
+        operation["responses"][str(status)] = _response(endpoint, status, content)
+        if not isinstance(answer, str) and "job_id" in answer.model_fields and "{" not in endpoint.path:
+            operation["responses"][str(status)]["links"] = job_links
+    error = {"application/json": {"schema": refs[(endpoint.error_body, "serialization")]}}
     for status in endpoint.errors:
-        operation["responses"][str(status)] = {"description": STATUS_TEXT[status], "content": error}
+        operation["responses"][str(status)] = _response(endpoint, status, error)
     return operation
+
+
+def _response(endpoint: Endpoint, status: int, content: dict[str, Any]) -> dict[str, Any]:
+    names = ["X-Request-Id"]
+    if endpoint.access != "public" and status not in _UNMETERED:
+        names += RATE_HEADERS
+    if status == 429:
+        names.append("Retry-After")
+    if status == 401:
+        names.append("WWW-Authenticate")
+    return {
+        "description": STATUS_TEXT.get(status, "OK"),
+        "headers": {name: {"$ref": f"#/components/headers/{name}"} for name in names},
+        "content": content,
+    }
 
 
 def _path_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
@@ -101,15 +164,28 @@ def _path_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
 def _query_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
     if endpoint.query is None:
         return []
-    schema = endpoint.query.model_json_schema(ref_template=REF)
+    schema = endpoint.query.model_json_schema()
     required = set(schema.get("required", ()))
     parameters = []
     for name, prop in schema.get("properties", {}).items():
-        prop = dict(prop)
-        prop.pop("title", None)
+        prop = _query_value(prop, schema.get("$defs", {}))
         description = prop.pop("description", None)
         parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
         if description:
             parameter["description"] = description
         parameters.append(parameter)
     return parameters
+
+
+def _query_value(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A query value is a string on the wire: absent, never null; enums are inlined."""
+    options = [option for option in prop.get("anyOf", [prop]) if option.get("type") != "null"]
+    value = {key: item for key, item in prop.items() if key not in ("anyOf", "title")}
+    if len(options) == 1:
+        value.update({key: item for key, item in options[0].items() if key != "title"})
+    ref = value.pop("$ref", None)
+    if ref is not None:  # the field's own description and default win over the enum's
+        value = {**{k: v for k, v in defs[ref.rsplit("/", 1)[-1]].items() if k != "title"}, **value}
+    if value.get("default", 0) is None:
+        del value["default"]
+    return value

@@ -7,9 +7,11 @@ the sweeper, a safety net that recovers expired leases and purges old jobs.
 from __future__ import annotations
 
 import builtins
+import heapq
 import logging
 import math
 import secrets
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +55,14 @@ class EngineConfig:
     worker_id: str = field(default_factory=lambda: f"worker_{secrets.token_hex(6)}")
 
 
+@dataclass(slots=True, eq=False)
+class _Idle:
+    """A worker waiting for work; ``probe`` says it was woken to look for unannounced work."""
+
+    woken: anyio.Event = field(default_factory=anyio.Event)
+    probe: bool = False
+
+
 @dataclass(slots=True)
 class _Running:
     tool: Tool
@@ -67,7 +77,11 @@ class JobEngine:
         self.executor = executor
         self.events = events
         self.config = config
-        self._wake = anyio.Event()
+        # One idle worker is woken per job that becomes claimable: no thundering herd.
+        self._idle: deque[_Idle] = deque()
+        self._missed_wakes = 0  # wakes that found every worker busy: that many idle turns re-claim
+        self._retries_due: list[int] = []  # heap of run_after times of delayed retries (epoch ms)
+        self._retry_scheduled = anyio.Event()
         self._running: dict[str, _Running] = {}
         self._estimates: dict[str, int | None] = {}
 
@@ -97,22 +111,24 @@ class JobEngine:
             earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)
             if earlier is not None:
                 return earlier
-        job = await self.store.insert(
-            NewJob(
-                tool=tool.wire_name,
-                arguments=arguments,
-                owner=owner,
-                queue=tool.queue,
-                idempotency_key=idempotency_key,
-                trace_id=trace_id or secrets.token_hex(16),
-                timeout_ms=timeout_ms,
-                webhook_url=webhook_url,
-                estimated_duration_ms=await self.estimate(tool.wire_name),
-                max_concurrent=max_concurrent,
-                kind=kind,
-                ttl_ms=ttl_ms,
-            )
+        new_job = NewJob(
+            tool=tool.wire_name,
+            arguments=arguments,
+            owner=owner,
+            queue=tool.queue,
+            idempotency_key=idempotency_key,
+            trace_id=trace_id or secrets.token_hex(16),
+            timeout_ms=timeout_ms,
+            webhook_url=webhook_url,
+            estimated_duration_ms=await self.estimate(tool.wire_name),
+            max_concurrent=max_concurrent,
+            kind=kind,
+            ttl_ms=ttl_ms,
         )
+        # Woken before the insert is queued, a worker's claim queues after it: with a store that
+        # commits in order (SQLite's group commit) the claim rides in the same transaction.
+        self._wake_workers()
+        job = await self.store.insert(new_job)
         if job is None:  # a concurrent submit with the same idempotency key committed first
             assert idempotency_key is not None
             earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)
@@ -122,8 +138,9 @@ class JobEngine:
         logger.info(
             "job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool}
         )
-        self._wake_workers()
-        return await self.get(job.job_id, owner=None)
+        if job.position_in_queue is None:  # a store that does not read it back with the insert
+            return await self.get(job.job_id, owner=None)
+        return job
 
     async def get(self, job_id: str, *, owner: str | None) -> Job:
         """The job, if ``owner`` may see it (``None`` sees every job)."""
@@ -145,9 +162,9 @@ class JobEngine:
                     job = await updates.next()
                     continue
                 job = await self.get(job_id, owner=owner)
-        if job.status.terminal or job.status is JobStatus.QUEUED:
-            return await self.get(job_id, owner=owner)  # fresh position_in_queue / final row
-        return job
+        if job.status is JobStatus.QUEUED:
+            return await self.get(job_id, owner=owner)  # a fresh position_in_queue
+        return job  # a terminal job was published as its final row
 
     async def cancel(self, job_id: str, *, owner: str | None) -> Job:
         job = await self.get(job_id, owner=owner)
@@ -204,19 +221,55 @@ class JobEngine:
         """Workers, heartbeat and sweeper; returns only when cancelled by the owning lifespan."""
         async with anyio.create_task_group() as tg:
             await self.sweep()
+            due = await self.store.next_run_after(self.config.queues)
+            if due is not None and due > now_ms():  # a retry delayed before a restart
+                heapq.heappush(self._retries_due, due)
             for _ in range(self.config.concurrency):
                 tg.start_soon(self._worker)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._sweeper)
+            tg.start_soon(self._poller)
             task_status.started()
 
-    def _wake_workers(self) -> None:
-        self._wake.set()
-        self._wake = anyio.Event()
+    def _wake_workers(self, *, probe: bool = False) -> None:
+        """Wake one idle worker; with every worker busy, the next one to go idle claims again."""
+        if self._idle:
+            idle = self._idle.popleft()
+            idle.probe = probe
+            idle.woken.set()
+        elif not probe and self._missed_wakes < self.config.concurrency:
+            self._missed_wakes += 1
+
+    async def _until_woken(self) -> bool:
+        """Wait idle until a wake; True if it was a probe (no job announced, look anyway)."""
+        if self._missed_wakes:
+            self._missed_wakes -= 1
+            return False
+        idle = _Idle()
+        self._idle.append(idle)
+        await idle.woken.wait()
+        return idle.probe
+
+    async def _poller(self) -> None:
+        """Wakes a worker when a delayed retry falls due, and each sweep interval as a safety net
+        (jobs nobody announced: another process's, or a per-owner limit that lifted)."""
+        while True:
+            scheduled = self._retry_scheduled = anyio.Event()
+            wait_s = self.config.sweep_interval_s
+            if self._retries_due:
+                # A few ms late, so the claim's clock is surely past run_after.
+                wait_s = min(wait_s, max(0.0, (self._retries_due[0] - now_ms() + 5) / 1000))
+            with anyio.move_on_after(wait_s):
+                await scheduled.wait()
+                continue
+            now = now_ms()
+            while self._retries_due and self._retries_due[0] <= now:
+                heapq.heappop(self._retries_due)
+            self._wake_workers(probe=True)
 
     async def _worker(self) -> None:
+        probe = False
         while True:
-            wake = self._wake
             now = now_ms()
             # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
             # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
@@ -228,20 +281,15 @@ class JobEngine:
                     lease_expires_at=now + self.config.lease_ms,
                 )
             if job is None:
-                with anyio.move_on_after(await self._idle_seconds()):
-                    await wake.wait()
+                probe = await self._until_woken()
                 continue
+            if probe:  # found work nobody announced: there may be more, so pass the look on
+                self._wake_workers(probe=True)
+                probe = False
             try:
                 await self._execute(job)
             except Exception:  # a store failure must not take the other workers down with it
                 logger.exception("worker failed", extra={"action": "worker.failed", "job_id": job.job_id})
-
-    async def _idle_seconds(self) -> float:
-        """Until the earliest delayed retry is due; the sweeper's interval at most."""
-        due = await self.store.next_run_after(self.config.queues)
-        if due is None:
-            return self.config.sweep_interval_s
-        return max(0.0, min(self.config.sweep_interval_s, (due - now_ms()) / 1000))
 
     async def _execute(self, job: Job) -> None:
         tool = self._tool_or_none(job.tool)
@@ -306,15 +354,15 @@ class JobEngine:
     async def _fail_or_retry(self, job: Job, tool: Tool, exc: ConveyorError, status: JobStatus) -> None:
         policy = _retry_policy(tool, job.attempts, exc)
         if policy is not None:
-            requeued = await self.store.requeue(
-                job.job_id, run_after=now_ms() + policy.delay_ms(job.attempts)
-            )
+            run_after = now_ms() + policy.delay_ms(job.attempts)
+            requeued = await self.store.requeue(job.job_id, run_after=run_after)
             if requeued is not None:
                 logger.info(
                     "job retried", extra={"action": "job.retry", "job_id": job.job_id, "code": exc.code}
                 )
                 self._publish(requeued)
-                self._wake_workers()
+                heapq.heappush(self._retries_due, run_after)
+                self._retry_scheduled.set()  # the poller wakes a worker when it falls due
                 return
         await self._finish(job, status, error=exc.to_payload())
 
@@ -336,6 +384,8 @@ class JobEngine:
                 },
             )
             self._publish(finished)
+            if job.max_concurrent is not None:  # the owner's next job may be under its limit now
+                self._wake_workers(probe=True)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
@@ -75,6 +76,9 @@ class GroupCommit:
         return cast(T, pending.outcome())
 
     async def _lead(self) -> None:
+        # One turn of the event loop first: callers made ready by the same event (a submit and the
+        # worker it woke) queue their operations into this batch instead of the next.
+        await anyio.lowlevel.checkpoint()
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         try:
             # aiosqlite has no public way to run several statements in one trip to its thread;

@@ -81,6 +81,7 @@ class Job:
     position_in_queue: int | None = None
     kind: JobKind = "job"
     ttl_ms: int | None = None
+    max_concurrent: int | None = None  # the owner's plan limit when submitted (the claim honours it)
 
     def to_public(self) -> dict[str, Any]:
         """The seed API's job shape: fields that do not apply to the status are left out."""

@@ -258,9 +258,21 @@ def _first_column(row: sqlite3.Row | None) -> Any:
 
 
 def _to_job(row: aiosqlite.Row) -> Job:
-    values = {key: value for key, value in dict(row).items() if key in _ROW_FIELDS}
+    values = {name: row[index] for index, name in _layout(tuple(row.keys()))}
     for column in _JSON_COLUMNS:
         if values.get(column) is not None:
             values[column] = json.loads(values[column])
-    values["status"] = JobStatus(values["status"])
+    values["status"] = _STATUSES[values["status"]]
     return Job(**values)
+
+
+_STATUSES = {status.value: status for status in JobStatus}
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[int, str], ...]] = {}
+
+
+def _layout(columns: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """Which columns of a row shape are Job fields, worked out once per shape (rows are hot)."""
+    layout = _LAYOUTS.get(columns)
+    if layout is None:
+        layout = _LAYOUTS[columns] = tuple((i, name) for i, name in enumerate(columns) if name in _ROW_FIELDS)
+    return layout
