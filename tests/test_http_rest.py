@@ -321,6 +321,13 @@ async def test_a_bad_wait_seconds_is_400_invalid_arguments(server: LiveServer) -
     assert error_of(response, 400, "INVALID_ARGUMENTS")["argument"] == "wait_seconds"
 
 
+async def test_a_wait_over_25_seconds_is_capped_not_refused(server: LiveServer) -> None:
+    async with server.client(server.admin_key) as http:
+        job_id = await submit(http, "demo_add", {"a": 1, "b": 2})
+        job = ok(await http.get(f"/jobs/{job_id}", params={"wait_seconds": 60}))
+    assert job["status"] == "completed"
+
+
 # -- DELETE /jobs/{job_id} ----------------------------------------------------------------------
 
 

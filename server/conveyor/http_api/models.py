@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
 from conveyor.jobs.models import JobStatus
-from conveyor.schemas import MAX_OFFSET, MAX_WAIT_SECONDS, JobView, SubmitJobRequest, json_number
+from conveyor.schemas import (
+    MAX_OFFSET,
+    MAX_WAIT_SECONDS,
+    WAIT_DESCRIPTION,
+    JobView,
+    SubmitJobRequest,
+    json_number,
+)
 
 ANY_JSON: JsonDict = {"type": ["object", "array", "string", "number", "boolean", "null"]}
 
@@ -79,7 +86,12 @@ class ListJobsQuery(BaseModel):
 class JobStatusQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    wait_seconds: float = Field(0, ge=0, le=MAX_WAIT_SECONDS, description="Long-poll until the job ends.")
+    wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
+
+    @field_validator("wait_seconds", mode="after")
+    @classmethod
+    def _cap(cls, value: float) -> float:
+        return min(value, MAX_WAIT_SECONDS)  # capped, as the jobs_status meta-tool caps it
 
 
 class ToolsQuery(BaseModel):
