@@ -16,7 +16,6 @@ from tests import toolkits
 from tests.conftest import ERAS, make_settings
 from tests.http_helpers import (
     UNKNOWN_JOB,
-    call,
     error_of,
     finished,
     mcp_client,
@@ -25,6 +24,7 @@ from tests.http_helpers import (
     submit,
 )
 from tests.live_server import LiveServer, live_server
+from tests.mcp_calls import call
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,6 @@ from tests import toolkits
 from tests.conftest import ERAS, make_settings
 from tests.http_helpers import (
     UNKNOWN_JOB,
-    call,
-    call_error,
     error_of,
     finished,
     mcp_client,
@@ -23,6 +21,7 @@ from tests.http_helpers import (
     submit,
 )
 from tests.live_server import LiveServer, live_server
+from tests.mcp_calls import call, call_error
 
 pytestmark = pytest.mark.anyio
 

@@ -23,6 +23,7 @@ from conveyor.runtime import Runtime, open_runtime
 from conveyor.schemas import JobStatusRequest, SubmitJobRequest
 from tests import toolkits
 from tests.conftest import ERAS, make_settings
+from tests.mcp_calls import call, call_error
 
 pytestmark = pytest.mark.anyio
 
@@ -51,23 +52,6 @@ async def connect(tmp_path: Path, era: str, **overrides: Any) -> AsyncIterator[t
         Client(build_server(runtime), mode=era) as client,
     ):
         yield runtime, client
-
-
-async def call(client: Client, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Call a tool that must succeed with structured content, and return that content."""
-    result = await client.call_tool(name, arguments or {})
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def call_error(client: Client, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Call a tool that must fail, and return the structured error."""
-    result = await client.call_tool(name, arguments or {})
-    assert result.is_error, result.content
-    assert result.structured_content is not None
-    error: dict[str, Any] = result.structured_content["error"]
-    return error
 
 
 def text_of(result: Any) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from conveyor import job_requests
 from conveyor.auth import Principal
 from conveyor.errors import ConveyorError, InvalidArguments, PayloadTooLarge
 from conveyor.executor import invalid_arguments
@@ -119,29 +120,16 @@ async def submit_job(request: Request, runtime: Runtime, principal: Principal | 
 
 
 async def _submit(runtime: Runtime, principal: Principal, body: SubmitJobBody) -> Response:
-    job = await runtime.engine.submit(
-        body.tool,
-        body.arguments,
-        owner=principal.id,
-        idempotency_key=body.idempotency_key,
-        timeout_ms=body.timeout_ms,
-        webhook_url=body.webhook_url,
-        max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
-    )
-    if body.wait_seconds > 0:
-        job = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=body.wait_seconds)
+    job = await job_requests.submit_job(runtime, principal, body)
     return JSONResponse(job.to_public(), status_code=200 if job.status.terminal else 202)
 
 
 async def get_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     query = read_query(request, JobStatusQuery)
-    owner = _principal(principal).visible_owner
-    job_id = request.path_params["job_id"]
-    if query.wait_seconds > 0:
-        return JSONResponse(
-            (await runtime.engine.wait(job_id, owner=owner, timeout_s=query.wait_seconds)).to_public()
-        )
-    return JSONResponse((await runtime.engine.get(job_id, owner=owner)).to_public())
+    job = await job_requests.job_status(
+        runtime, _principal(principal), request.path_params["job_id"], query.wait_seconds
+    )
+    return JSONResponse(job.to_public())
 
 
 async def cancel_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.auth import Principal
 from conveyor.executor import invalid_arguments
+from conveyor.job_requests import job_status, submit_job
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.results import describe_job, structured_result
 from conveyor.runtime import Runtime
@@ -61,27 +62,11 @@ def job_result(job: Job) -> types.CallToolResult:
 
 
 async def submit(runtime: Runtime, principal: Principal, request: SubmitJobRequest) -> types.CallToolResult:
-    job = await runtime.engine.submit(
-        request.tool,
-        request.arguments,
-        owner=principal.id,
-        idempotency_key=request.idempotency_key,
-        timeout_ms=request.timeout_ms,
-        webhook_url=request.webhook_url,
-        max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
-    )
-    if request.wait_seconds > 0:
-        job = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)
-    return job_result(job)
+    return job_result(await submit_job(runtime, principal, request))
 
 
 async def status(runtime: Runtime, principal: Principal, request: JobStatusRequest) -> types.CallToolResult:
-    owner = principal.visible_owner
-    if request.wait_seconds > 0:
-        return job_result(
-            await runtime.engine.wait(request.job_id, owner=owner, timeout_s=request.wait_seconds)
-        )
-    return job_result(await runtime.engine.get(request.job_id, owner=owner))
+    return job_result(await job_status(runtime, principal, request.job_id, request.wait_seconds))
 
 
 async def cancel(runtime: Runtime, principal: Principal, request: CancelJobRequest) -> types.CallToolResult:
