@@ -492,6 +492,12 @@ async def test_healthz_is_public_and_shows_the_queue_depth(single: LiveServer) -
     assert health["version"]
 
 
+async def test_healthz_answers_head_without_a_key_too(single: LiveServer) -> None:
+    async with single.client() as anonymous:
+        response = await anonymous.head("/healthz")
+    assert response.status_code == 200
+
+
 async def test_metrics_shows_jobs_by_status_queue_depth_run_durations_and_requests(
     single: LiveServer,
 ) -> None:

@@ -103,7 +103,8 @@ class Access:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rule = self.rules.get((scope["method"], scope["path"]), AccessRule("user"))
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]  # HEAD is GET without a body
+        rule = self.rules.get((method, scope["path"]), AccessRule("user"))
         if rule.access == "public":
             await self.app(scope, receive, send)
             return
