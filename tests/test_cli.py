@@ -83,6 +83,15 @@ def test_bad_configuration_exits_2_with_one_line_on_stderr(tmp_path: Path, args:
     assert "Traceback" not in run.stderr
 
 
+def test_a_file_that_is_not_a_conveyor_database_exits_2_at_once(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("these are notes, not SQLite")
+    run = conveyor(tmp_path, "jobs", "list", db=not_a_db)
+    assert run.returncode == 2
+    assert run.stderr.startswith("conveyor: error: ")
+    assert "Traceback" not in run.stderr
+
+
 # -- jobs: against a database file populated through the engine first -----------------------------
 
 

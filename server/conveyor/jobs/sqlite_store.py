@@ -12,6 +12,7 @@ from typing import Any
 import aiosqlite
 
 from conveyor.auth import ApiKey
+from conveyor.errors import ConfigError
 from conveyor.jobs import group_commit
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
@@ -31,15 +32,20 @@ class SQLiteJobStore:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # Statements go through one group committer: concurrent callers share transactions.
-        db, self._group = await group_commit.connect(self.path)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute(f"PRAGMA synchronous = {self._synchronous}")
-        await db.execute("PRAGMA busy_timeout = 5000")
-        await db.execute("PRAGMA foreign_keys = ON")
-        self._db = db
-        await self._migrate()
+        try:
+            # Statements go through one group committer: concurrent callers share transactions.
+            db, self._group = await group_commit.connect(self.path)
+            self._db = db
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await self._migrate()
+        except sqlite3.Error as exc:
+            # Closed here, or aiosqlite's thread would keep the process alive after the error.
+            await self.close()
+            raise ConfigError(f"cannot use {self.path} as Conveyor's database: {exc}") from None
 
     async def close(self) -> None:
         if self._db is not None:
