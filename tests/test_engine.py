@@ -353,11 +353,18 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     store = runtime.engine.store
     assert done.status is JobStatus.COMPLETED
     assert await runtime.engine.cancel(done.job_id, owner=OWNER) == done
-    assert await store.finish(done.job_id, status=JobStatus.FAILED, now=now_ms(), error={"code": "X"}) is None
+    assert (
+        await store.finish(
+            done.job_id, attempt=done.attempts, status=JobStatus.FAILED, now=now_ms(), error={"code": "X"}
+        )
+        is None
+    )
     assert await store.cancel_queued(done.job_id, now=now_ms(), error={"code": "X"}) is None
-    assert await store.requeue(done.job_id, run_after=0) is None
-    await store.save_progress(done.job_id, {"percentage": 1})
-    await store.extend_leases(worker=runtime.engine.config.worker_id, lease_expires_at=now_ms())
+    assert await store.requeue(done.job_id, attempt=done.attempts, run_after=0) is None
+    await store.save_progress(done.job_id, {"percentage": 1}, attempt=done.attempts)
+    await store.extend_leases(
+        worker=runtime.engine.config.worker_id, job_ids=[done.job_id], lease_expires_at=now_ms()
+    )
     assert await store.claim_next(worker="w", queues=None, now=now_ms(), lease_expires_at=now_ms()) is None
     assert await store.get(done.job_id) == done
 
@@ -366,7 +373,12 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     await runtime.engine.cancel(held.job_id, owner=OWNER)
     after = await runtime.engine.get(held.job_id, owner=OWNER)
     assert await runtime.engine.cancel(held.job_id, owner=OWNER) == after
-    assert await store.finish(held.job_id, status=JobStatus.COMPLETED, now=now_ms(), result=1) is None
+    assert (
+        await store.finish(
+            held.job_id, attempt=held.attempts, status=JobStatus.COMPLETED, now=now_ms(), result=1
+        )
+        is None
+    )
     assert (await runtime.engine.get(held.job_id, owner=OWNER)).status is JobStatus.CANCELED
     await runtime.engine.wait(canceled.job_id, owner=OWNER, timeout_s=5)
 
@@ -463,6 +475,40 @@ async def test_executor_times_out_a_tool_with_execution_timeout(runtime: Runtime
             await runtime.executor.run(tool, {}, timeout_ms=10)
         assert caught.value.code is ErrorCode.EXECUTION_TIMEOUT
         assert caught.value.extra["timeout_ms"] == 10
+
+
+async def test_the_timeout_of_a_non_cancellable_sync_tool_still_ends_the_run(runtime: Runtime) -> None:
+    with anyio.fail_after(5), pytest.raises(ExecutionTimeout):
+        await runtime.executor.run("testkit_sleep_uncancellable", {"seconds": 2}, timeout_ms=50)
+
+
+async def test_a_failing_claim_does_not_take_the_engine_down(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = runtime.engine.store
+    real_claim = store.claim_next
+    failures = 0
+
+    async def claim_that_fails_once(**kwargs: Any) -> Job | None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise aiosqlite.OperationalError("database is locked")
+        return await real_claim(**kwargs)
+
+    monkeypatch.setattr(store, "claim_next", claim_that_fails_once)
+    job = await run_job(runtime, "demo_echo", {"text": "after the failure"})
+    assert failures == 1
+    assert job.status is JobStatus.COMPLETED
+
+
+async def test_a_worker_that_lost_its_run_cannot_end_the_next_one(runtime: Runtime) -> None:
+    held = await start_held(runtime)
+    store = runtime.engine.store
+    stale = held.attempts  # 0 when submitted: the run that is going on is attempt 1
+    assert await store.finish(held.job_id, attempt=stale, status=JobStatus.FAILED, now=now_ms()) is None
+    assert await store.requeue(held.job_id, attempt=stale, run_after=0) is None
+    assert (await finish_held(runtime, held)).status is JobStatus.COMPLETED
 
 
 async def test_executor_rejects_a_non_positive_timeout(runtime: Runtime) -> None:

@@ -522,6 +522,16 @@ async def test_metrics_shows_jobs_by_status_queue_depth_run_durations_and_reques
     assert "# TYPE conveyor_http_requests_total counter" in lines
 
 
+async def test_made_up_http_methods_do_not_grow_the_metrics(single: LiveServer) -> None:
+    async with single.client() as anonymous:
+        for method in ("BREW", "WHEN"):
+            await anonymous.request(method, "/jobs")
+    async with single.client(single.admin_key) as http:
+        text = (await http.get("/metrics")).text
+    assert 'method="BREW"' not in text
+    assert 'method="OTHER"' in text
+
+
 # -- request ids, unknown routes and the safety net ----------------------------------------------
 
 

@@ -128,6 +128,7 @@ async def test_every_registry_tool_can_be_called_directly(client: Client, runtim
         "testkit_flaky": ({"key": key}, None, "EXECUTION_ERROR"),
         "testkit_thread_ident": ({}, None, None),
         "testkit_quick": ({}, "quick", None),
+        "testkit_sleep_uncancellable": ({"seconds": 0}, "slept", None),
     }
     task_only = {"testkit_long"}  # a direct call of a task-required tool is a protocol error
     listed = {tool.name for tool in (await client.list_tools()).tools} - META_TOOLS
@@ -162,6 +163,7 @@ async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtim
         "testkit_big_result": {"size": 2},
         "testkit_flaky": {"key": secrets.token_hex(8)},
         "testkit_long": {"seconds": 0},
+        "testkit_sleep_uncancellable": {"seconds": 0},
     }
     samples.update({tool.wire_name: {} for tool in runtime.registry if tool.wire_name not in samples})
     for name, arguments in samples.items():
@@ -637,3 +639,16 @@ async def test_a_client_cancelling_a_direct_call_stops_the_tool(client: Client) 
         await toolkits.interrupted.wait()
     # The connection is still usable afterwards.
     assert text_of(await client.call_tool("demo_echo", {"text": "still here"})) == "still here"
+
+
+async def test_an_admin_sees_every_job_but_cancels_only_their_own(runtime: Runtime) -> None:
+    from conveyor.auth import Principal
+
+    admin = Principal("key_admin", "admin", "enterprise")
+    toolkits.reset()
+    victim = await runtime.engine.submit("testkit_hold", {}, owner="key_victim")
+    async with Client(build_server(runtime, principal_of=lambda _ctx: admin), mode="auto") as client:
+        assert (await call(client, "jobs_status", {"job_id": victim.job_id}))["job_id"] == victim.job_id
+        error = await call_error(client, "jobs_cancel", {"job_id": victim.job_id})
+    assert error["code"] == "JOB_NOT_FOUND"
+    toolkits.release.set()

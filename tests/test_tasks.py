@@ -234,3 +234,20 @@ async def test_restarting_mid_task_loses_nothing(tmp_path: Path) -> None:
         assert interrupted["status"] == "failed"  # not idempotent: WORKER_LOST, per its retry policy
         listed = await client.request("tasks/list")
         assert {t["taskId"] for t in listed["tasks"]} == {held["taskId"], waiting["taskId"]}
+
+
+async def test_2025_a_ttl_that_is_not_a_positive_number_falls_back_to_the_retention(
+    legacy: RawClient, runtime: Runtime
+) -> None:
+    retention_ms = int(runtime.settings.retention_hours * 3600 * 1000)
+    for ttl in (float("inf"), True, -5, "soon"):
+        created = await legacy.request(
+            "tools/call", {"name": "demo_echo", "arguments": {"text": "x"}, "task": {"ttl": ttl}}
+        )
+        assert created["task"]["ttl"] == retention_ms, ttl
+
+
+async def test_2025_an_unknown_tool_as_a_task_is_invalid_params(legacy: RawClient) -> None:
+    with pytest.raises(RawError) as unknown:
+        await create_2025(legacy, "nope_nothing", {})
+    assert unknown.value.code == INVALID_PARAMS

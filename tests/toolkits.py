@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import anyio
 
@@ -112,3 +113,10 @@ async def long(ctx: ToolContext, seconds: float = 0.05) -> dict[str, float]:
 async def quick() -> str:
     """Never runs as a task."""
     return "quick"
+
+
+@toolkit.tool(cancellable=False)
+def sleep_uncancellable(seconds: float) -> str:
+    """A sync tool that may not be interrupted: only its timeout stops the wait for it."""
+    time.sleep(seconds)
+    return "slept"

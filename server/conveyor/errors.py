@@ -147,13 +147,6 @@ class WorkerLost(ConveyorError):
     retryable = True
 
 
-class Canceled(ConveyorError):
-    """The run was canceled."""
-
-    code = ErrorCode.CANCELED
-    http_status = 409
-
-
 class RouteNotFound(ConveyorError):
     """No such endpoint."""
 

@@ -27,6 +27,9 @@ from conveyor.toolkit import Tool
 logger = logging.getLogger("conveyor.executor")
 
 
+MAX_TIMEOUT_MS = 30 * 24 * 3600 * 1000  # a month: longer is a mistake, and it must fit SQL integers
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionLimits:
     max_argument_bytes: int = 1_000_000
@@ -72,9 +75,9 @@ class Executor:
 
     def timeout_ms_for(self, tool: Tool, requested_ms: int | None) -> int | None:
         if requested_ms is not None:
-            if requested_ms <= 0:
+            if not 0 < requested_ms <= MAX_TIMEOUT_MS:
                 raise InvalidArguments(
-                    "timeout_ms must be a positive number of milliseconds", argument="timeout_ms"
+                    f"timeout_ms must be between 1 and {MAX_TIMEOUT_MS} milliseconds", argument="timeout_ms"
                 )
             return requested_ms
         return tool.timeout_ms or self.limits.default_timeout_ms
@@ -131,7 +134,10 @@ class Executor:
                 if tool.is_async:
                     return await tool.func(**kwargs)
                 return await anyio.to_thread.run_sync(
-                    partial(tool.func, **kwargs), abandon_on_cancel=tool.cancellable
+                    # The shield keeps outside cancellation away from non-cancellable tools, so what
+                    # reaches this call is the timeout, which must stop waiting for the thread.
+                    partial(tool.func, **kwargs),
+                    abandon_on_cancel=True,
                 )
             raise ExecutionTimeout(f"Tool execution exceeded {timeout_ms}ms timeout", timeout_ms=timeout_ms)
 

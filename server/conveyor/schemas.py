@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from conveyor.executor import MAX_TIMEOUT_MS
 from conveyor.jobs.models import JobStatus
 
 MAX_WAIT_SECONDS = 25.0
@@ -47,7 +48,9 @@ class SubmitJobRequest(_Request):
     idempotency_key: str | None = Field(
         None, max_length=200, description="Resubmitting with the same key returns the same job."
     )
-    timeout_ms: int | None = Field(None, gt=0, description="Stop the job after this many milliseconds.")
+    timeout_ms: int | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_MS, description="Stop the job after this many milliseconds."
+    )
     webhook_url: str | None = Field(None, max_length=2000, description="URL to notify when the job ends.")
     wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
 

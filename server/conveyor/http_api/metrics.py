@@ -9,6 +9,7 @@ from conveyor.events import JobEvents
 from conveyor.jobs.models import Job, JobStatus
 from conveyor.jobs.store import JobStore
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -42,6 +43,8 @@ class Metrics:
         self.runs: dict[tuple[str, str], Histogram] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        # Labels come from a bounded set: a client inventing HTTP methods must not grow the series.
+        method = method if method in KNOWN_METHODS else "OTHER"
         self.requests[(method, route, status)] += 1
         self.request_seconds.setdefault(route, Histogram(REQUEST_BUCKETS)).observe(seconds)
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
+from conveyor.executor import MAX_TIMEOUT_MS
 from conveyor.jobs.models import JobStatus
 from conveyor.schemas import (
     MAX_OFFSET,
@@ -31,7 +32,9 @@ class ExecuteToolRequest(BaseModel):
         "sync",
         description="sync: run now and answer with the result; async: submit as a job (like /jobs/submit).",
     )
-    timeout_ms: int | None = Field(None, gt=0, description="Stop the run after this many milliseconds.")
+    timeout_ms: int | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_MS, description="Stop the run after this many milliseconds."
+    )
 
     _number = field_validator("timeout_ms", mode="before")(json_number)
 

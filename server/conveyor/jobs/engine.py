@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import heapq
 import logging
-import math
 import secrets
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from conveyor.errors import (
     CannotCancelRunning,
@@ -38,6 +38,7 @@ from conveyor.toolkit import RetryPolicy, Tool
 logger = logging.getLogger("conveyor.jobs")
 
 MAX_PAGE = 100
+CLAIM_RETRY_S = 1.0  # after a failed claim (say, a database locked by another process)
 # A timeout is not retried: the caller chose the limit, and another attempt would only hit it again.
 RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST})
 LOST_JOB_RETRY = RetryPolicy()  # for idempotent tools without a retry policy whose worker vanished
@@ -270,16 +271,15 @@ class JobEngine:
     async def _worker(self) -> None:
         probe = False
         while True:
-            now = now_ms()
-            # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
-            # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
-            with anyio.CancelScope(shield=True):
-                job = await self.store.claim_next(
-                    worker=self.config.worker_id,
-                    queues=self.config.queues,
-                    now=now,
-                    lease_expires_at=now + self.config.lease_ms,
-                )
+            # The claim below is shielded and may not block: without this a shutdown would wait
+            # for the whole backlog to run.
+            await anyio.lowlevel.checkpoint()
+            try:
+                job = await self._claim()
+            except Exception:  # a locked or full database must not take the server down
+                logger.exception("claim failed", extra={"action": "worker.claim_failed"})
+                await anyio.sleep(CLAIM_RETRY_S)
+                continue
             if job is None:
                 probe = await self._until_woken()
                 continue
@@ -290,6 +290,19 @@ class JobEngine:
                 await self._execute(job)
             except Exception:  # a store failure must not take the other workers down with it
                 logger.exception("worker failed", extra={"action": "worker.failed", "job_id": job.job_id})
+
+    async def _claim(self) -> Job | None:
+        now = now_ms()
+        # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
+        # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
+        with anyio.CancelScope(shield=True):
+            job = await self.store.claim_next(
+                worker=self.config.worker_id,
+                queues=self.config.queues,
+                now=now,
+                lease_expires_at=now + self.config.lease_ms,
+            )
+        return job
 
     async def _execute(self, job: Job) -> None:
         tool = self._tool_or_none(job.tool)
@@ -305,10 +318,12 @@ class JobEngine:
         finally:
             # Shutdown cancels the worker mid-job: hand the job back per its retry policy.
             with anyio.CancelScope(shield=True):
-                if job.job_id in self._running and not running.done.is_set():
-                    await self._release_interrupted(job, tool)
-                del self._running[job.job_id]
-                running.done.set()
+                try:
+                    if not running.done.is_set():
+                        await self._release_interrupted(job, tool)
+                finally:  # even if the store failed: a job left here would hold its lease forever
+                    del self._running[job.job_id]
+                    running.done.set()
 
     async def _run_to_outcome(self, job: Job, running: _Running) -> None:
         async def on_progress(progress: Progress) -> None:
@@ -325,15 +340,15 @@ class JobEngine:
                     job_id=job.job_id,
                     trace_id=job.trace_id,
                 )
-        except ExecutionTimeout as exc:
-            await self._fail_or_retry(job, running.tool, exc, JobStatus.TIMEOUT)
-            running.done.set()
-            return
         except ConveyorError as exc:
-            await self._fail_or_retry(job, running.tool, exc, JobStatus.FAILED)
+            if running.cancel_requested:  # the tool failed as the cancel landed: canceled it is
+                await self._finish(job, JobStatus.CANCELED, error=_canceled_error())
+            else:
+                status = JobStatus.TIMEOUT if isinstance(exc, ExecutionTimeout) else JobStatus.FAILED
+                await self._fail_or_retry(job, running.tool, exc, status)
             running.done.set()
             return
-        if running.scope.cancelled_caught:
+        if running.scope.cancelled_caught or running.cancel_requested:
             await self._finish(job, JobStatus.CANCELED, error=_canceled_error())
         else:
             await self._finish(
@@ -348,14 +363,14 @@ class JobEngine:
 
     async def _save_progress(self, job: Job, progress: Progress) -> None:
         shape = progress.to_dict()
-        await self.store.save_progress(job.job_id, shape)
+        await self.store.save_progress(job.job_id, shape, attempt=job.attempts)
         self._publish(_with_progress(job, shape))
 
     async def _fail_or_retry(self, job: Job, tool: Tool, exc: ConveyorError, status: JobStatus) -> None:
         policy = _retry_policy(tool, job.attempts, exc)
         if policy is not None:
             run_after = now_ms() + policy.delay_ms(job.attempts)
-            requeued = await self.store.requeue(job.job_id, run_after=run_after)
+            requeued = await self.store.requeue(job.job_id, attempt=job.attempts, run_after=run_after)
             if requeued is not None:
                 logger.info(
                     "job retried", extra={"action": "job.retry", "job_id": job.job_id, "code": exc.code}
@@ -372,7 +387,9 @@ class JobEngine:
     async def _finish(self, job: Job, status: JobStatus, **fields: Any) -> None:
         if status is not JobStatus.COMPLETED:
             fields.setdefault("execution_time_ms", _elapsed(job))
-        finished = await self.store.finish(job.job_id, status=status, now=now_ms(), **fields)
+        finished = await self.store.finish(
+            job.job_id, attempt=job.attempts, status=status, now=now_ms(), **fields
+        )
         if finished is not None:
             logger.info(
                 "job finished",
@@ -390,10 +407,16 @@ class JobEngine:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.config.lease_ms / 3000)
-            if self._running:
+            if not self._running:
+                continue
+            try:
                 await self.store.extend_leases(
-                    worker=self.config.worker_id, lease_expires_at=now_ms() + self.config.lease_ms
+                    worker=self.config.worker_id,
+                    job_ids=list(self._running),
+                    lease_expires_at=now_ms() + self.config.lease_ms,
                 )
+            except Exception:  # try again next beat; a lease lasts three of them
+                logger.exception("heartbeat failed", extra={"action": "worker.heartbeat_failed"})
 
     async def _sweeper(self) -> None:
         while True:
@@ -406,6 +429,8 @@ class JobEngine:
     async def sweep(self) -> None:
         """Recover jobs whose worker vanished (expired lease) and purge old finished jobs."""
         for job in await self.store.expired_leases(now_ms()):
+            if job.job_id in self._running:
+                continue  # ours and still running (the loop was busy past a heartbeat): not lost
             tool = self._tool_or_none(job.tool)
             logger.warning("job lease expired", extra={"action": "job.lost", "job_id": job.job_id})
             if tool is None:
@@ -477,9 +502,3 @@ def _tool_gone(tool: str) -> dict[str, Any]:
         "message": f"Tool {tool!r} is no longer loaded",
         "retryable": False,
     }
-
-
-def clamp_wait(seconds: float | None, cap: float) -> float:
-    if seconds is None or math.isnan(seconds):
-        return 0.0
-    return max(0.0, min(cap, seconds))

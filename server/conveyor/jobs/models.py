@@ -24,9 +24,6 @@ class JobStatus(enum.StrEnum):
         return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-TERMINAL_STATUSES = frozenset(s for s in JobStatus if s.terminal)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -159,16 +159,23 @@ class SQLiteJobStore:
         value = await self._scalar("next_run_after", {"queues": json.dumps(list(queues)) if queues else None})
         return None if value is None else int(value)
 
-    async def extend_leases(self, *, worker: str, lease_expires_at: int) -> None:
-        await self._rowcount("extend_leases", {"worker": worker, "lease_expires_at": lease_expires_at})
+    async def extend_leases(self, *, worker: str, job_ids: Sequence[str], lease_expires_at: int) -> None:
+        params = {
+            "worker": worker,
+            "job_ids": json.dumps(list(job_ids)),
+            "lease_expires_at": lease_expires_at,
+        }
+        await self._rowcount("extend_leases", params)
 
-    async def save_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        await self._rowcount("save_progress", {"job_id": job_id, "progress": json.dumps(progress)})
+    async def save_progress(self, job_id: str, progress: dict[str, Any], *, attempt: int) -> None:
+        params = {"job_id": job_id, "progress": json.dumps(progress), "attempt": attempt}
+        await self._rowcount("save_progress", params)
 
     async def finish(
         self,
         job_id: str,
         *,
+        attempt: int,
         status: JobStatus,
         now: int,
         result: Any = None,
@@ -178,6 +185,7 @@ class SQLiteJobStore:
     ) -> Job | None:
         params = {
             "job_id": job_id,
+            "attempt": attempt,
             "status": str(status),
             "now": now,
             "result": None if status is not JobStatus.COMPLETED else json.dumps(result),
@@ -187,8 +195,8 @@ class SQLiteJobStore:
         }
         return await self._one("finish_job", params)
 
-    async def requeue(self, job_id: str, *, run_after: int) -> Job | None:
-        return await self._one("requeue_job", {"job_id": job_id, "run_after": run_after})
+    async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None:
+        return await self._one("requeue_job", {"job_id": job_id, "attempt": attempt, "run_after": run_after})
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
         return await self._one(

@@ -39,14 +39,15 @@ class JobStore(Protocol):
 
     async def next_run_after(self, queues: Sequence[str] | None) -> int | None: ...
 
-    async def extend_leases(self, *, worker: str, lease_expires_at: int) -> None: ...
+    async def extend_leases(self, *, worker: str, job_ids: Sequence[str], lease_expires_at: int) -> None: ...
 
-    async def save_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
+    async def save_progress(self, job_id: str, progress: dict[str, Any], *, attempt: int) -> None: ...
 
     async def finish(
         self,
         job_id: str,
         *,
+        attempt: int,
         status: JobStatus,
         now: int,
         result: Any = None,
@@ -54,10 +55,14 @@ class JobStore(Protocol):
         step_results: builtins.list[dict[str, Any]] | None = None,
         execution_time_ms: int | None = None,
     ) -> Job | None:
-        """Move a queued or running job to a terminal status; ``None`` if it already was terminal."""
+        """End this attempt's run of a running job; ``None`` if the job is not in that run any more.
+
+        Every write of a run is fenced by its attempt number, so a worker that lost its lease
+        (and so its job) cannot change the job's next run.
+        """
         ...
 
-    async def requeue(self, job_id: str, *, run_after: int) -> Job | None: ...
+    async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None: ...
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None: ...
 

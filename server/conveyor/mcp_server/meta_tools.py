@@ -70,7 +70,8 @@ async def status(runtime: Runtime, principal: Principal, request: JobStatusReque
 
 
 async def cancel(runtime: Runtime, principal: Principal, request: CancelJobRequest) -> types.CallToolResult:
-    return job_result(await runtime.engine.cancel(request.job_id, owner=principal.visible_owner))
+    # Owners only, as on REST: an admin sees every job but cancels only their own.
+    return job_result(await runtime.engine.cancel(request.job_id, owner=principal.id))
 
 
 async def list_jobs(runtime: Runtime, principal: Principal, request: ListJobsRequest) -> types.CallToolResult:

@@ -105,6 +105,8 @@ class JobResources:
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
         job = await self._job(ctx, str(params.uri))
+        if job.status.terminal:
+            return types.EmptyResult()  # it will never change again: nothing to watch
         key = (_connection_id(ctx.session), job.job_id)
         if key not in self._watches and self._tg is not None:
             scope = anyio.CancelScope()

@@ -27,6 +27,7 @@ from conveyor.auth import Principal
 from conveyor.errors import CannotCancelRunning, ConveyorError, JobNotFound
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.eras import era_of
+from conveyor.mcp_server.meta_tools import META_TOOLS
 from conveyor.mcp_server.task_notifier import TaskNotifier
 from conveyor.mcp_server.task_views import (
     IMMEDIATE_RESPONSE,
@@ -112,6 +113,10 @@ class Tasks:
                         METHOD_NOT_FOUND, f"Tool {tool.wire_name} must be called as a task", tool.wire_name
                     )
                 return await call_next(ctx)
+            if tool is None and params.get("name") not in META_TOOLS:  # unknown: as for a plain call
+                raise MCPError(
+                    INVALID_PARAMS, f"Tool {params.get('name')!r} does not exist", params.get("name")
+                )
             if tool is None or tool.task_support == "forbidden":
                 raise MCPError(
                     METHOD_NOT_FOUND, f"Tool {params.get('name')!r} cannot run as a task", params.get("name")
@@ -146,9 +151,7 @@ class Tasks:
         self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any], ttl: Any
     ) -> Job:
         principal = self.resolve(ctx)
-        ttl_ms = (
-            min(int(ttl), self.max_ttl_ms) if isinstance(ttl, int | float) and ttl > 0 else self.max_ttl_ms
-        )
+        ttl_ms = self._ttl_ms(ttl)
         try:
             # Committed before the reply: a tasks/get for the returned id always resolves.
             return await self.runtime.engine.submit(
@@ -161,6 +164,12 @@ class Tasks:
             )
         except ConveyorError as exc:
             raise MCPError(INVALID_PARAMS, exc.message, exc.to_payload()) from None
+
+    def _ttl_ms(self, requested: Any) -> int:
+        """The client's ttl, within the retention period; anything but a positive number is ignored."""
+        if isinstance(requested, bool) or not isinstance(requested, int | float) or not requested > 0:
+            return self.max_ttl_ms
+        return int(min(requested, self.max_ttl_ms))  # min() first: an infinite ttl is no int
 
     # -- tasks/* ---------------------------------------------------------------------------------
 

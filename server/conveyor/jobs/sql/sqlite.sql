@@ -61,24 +61,26 @@ WHERE status = 'queued' AND (:queues IS NULL OR queue IN (SELECT value FROM json
 
 -- name: extend_leases
 UPDATE jobs SET lease_expires_at = :lease_expires_at
-WHERE status = 'running' AND lease_owner = :worker;
+WHERE status = 'running' AND lease_owner = :worker
+  AND job_id IN (SELECT value FROM json_each(:job_ids));
 
 -- name: save_progress
-UPDATE jobs SET progress = :progress WHERE job_id = :job_id AND status = 'running';
+UPDATE jobs SET progress = :progress WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt;
 
 -- name: finish_job
 UPDATE jobs
 SET status = :status, completed_at = :now, result = :result, error = :error,
     step_results = :step_results, execution_time_ms = :execution_time_ms,
     lease_owner = NULL, lease_expires_at = NULL
-WHERE job_id = :job_id AND status IN ('queued', 'running')
+-- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.
+WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
 RETURNING *, NULL AS position_in_queue;
 
 -- name: requeue_job
 UPDATE jobs
 SET status = 'queued', run_after = :run_after, started_at = NULL, progress = NULL,
     lease_owner = NULL, lease_expires_at = NULL
-WHERE job_id = :job_id AND status = 'running'
+WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
 RETURNING *, NULL AS position_in_queue;
 
 -- name: cancel_queued_job
