@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+import conveyor
 from conveyor import job_requests
 from conveyor.auth import Principal
 from conveyor.errors import ConveyorError, InvalidArguments, PayloadTooLarge
@@ -185,15 +186,13 @@ def tool_view(tool: Tool) -> dict[str, Any]:
 
 
 async def health(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    import conveyor
-
-    counts = await runtime.engine.store.count_by_status()
+    depth = await runtime.engine.store.queue_depth()  # public: only an index lookup, never a scan
     return JSONResponse(
         {
             "status": "ok",
             "version": conveyor.__version__,
             "tools": len(runtime.registry),
-            "queue_depth": counts[JobStatus.QUEUED],
+            "queue_depth": depth,
         }
     )
 

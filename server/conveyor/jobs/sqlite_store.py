@@ -140,8 +140,13 @@ class SQLiteJobStore:
             "tool": tool,
             "kind": kind,
         }
-        jobs = await self._all("list_jobs", {**params, "limit": limit, "offset": offset})
-        total = await self._scalar("count_jobs", params)
+        listing, counting = (
+            ("list_all_jobs", "count_all_jobs")
+            if owner is None
+            else ("list_jobs_of_owner", "count_jobs_of_owner")
+        )
+        jobs = await self._all(listing, {**params, "limit": limit, "offset": offset})
+        total = await self._scalar(counting, params)
         return jobs, int(total or 0)
 
     async def claim_next(
@@ -213,6 +218,9 @@ class SQLiteJobStore:
 
     async def purge_finished(self, before: int, *, now: int) -> int:
         return await self._rowcount("purge_finished", {"before": before, "now": now})
+
+    async def queue_depth(self) -> int:
+        return int(await self._scalar("queue_depth", {}) or 0)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         async with self._conn.execute(self._q["count_jobs_by_status"]) as cursor:

@@ -19,25 +19,49 @@ WHERE j.job_id = :job_id;
 -- name: get_job_by_idempotency_key
 SELECT *, NULL AS position_in_queue FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
 
--- name: list_jobs
+-- An owner's jobs and every job are separate blocks: "(:owner IS NULL OR owner = :owner)"
+-- would keep SQLite from using the owner index, and most lists are one owner's.
+
+-- name: list_jobs_of_owner
 SELECT j.*,
        CASE WHEN j.status = 'queued' THEN
            (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = j.queue AND q.seq < j.seq) + 1
        END AS position_in_queue
 FROM jobs j
-WHERE (:owner IS NULL OR j.owner = :owner)
+WHERE j.owner = :owner
   AND (:status IS NULL OR j.status = :status)
   AND (:tool IS NULL OR j.tool = :tool)
   AND (:kind IS NULL OR j.kind = :kind)
 ORDER BY j.seq DESC
 LIMIT :limit OFFSET :offset;
 
--- name: count_jobs
+-- name: list_all_jobs
+SELECT j.*,
+       CASE WHEN j.status = 'queued' THEN
+           (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = j.queue AND q.seq < j.seq) + 1
+       END AS position_in_queue
+FROM jobs j
+WHERE (:status IS NULL OR j.status = :status)
+  AND (:tool IS NULL OR j.tool = :tool)
+  AND (:kind IS NULL OR j.kind = :kind)
+ORDER BY j.seq DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: count_jobs_of_owner
 SELECT COUNT(*) FROM jobs
-WHERE (:owner IS NULL OR owner = :owner)
+WHERE owner = :owner
   AND (:status IS NULL OR status = :status)
   AND (:tool IS NULL OR tool = :tool)
   AND (:kind IS NULL OR kind = :kind);
+
+-- name: count_all_jobs
+SELECT COUNT(*) FROM jobs
+WHERE (:status IS NULL OR status = :status)
+  AND (:tool IS NULL OR tool = :tool)
+  AND (:kind IS NULL OR kind = :kind);
+
+-- name: queue_depth
+SELECT COUNT(*) FROM jobs WHERE status = 'queued';
 
 -- name: claim_next_job
 UPDATE jobs
