@@ -652,3 +652,19 @@ async def test_an_admin_sees_every_job_but_cancels_only_their_own(runtime: Runti
         error = await call_error(client, "jobs_cancel", {"job_id": victim.job_id})
     assert error["code"] == "JOB_NOT_FOUND"
     toolkits.release.set()
+
+
+async def test_direct_calls_beyond_the_plans_concurrency_are_refused(runtime: Runtime) -> None:
+    from conveyor.auth import Principal
+
+    free = Principal("key_free", "user", "free")  # one run at a time
+    toolkits.reset()
+    async with Client(build_server(runtime, principal_of=lambda _ctx: free), mode="auto") as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "testkit_hold", {})
+            with anyio.fail_after(5):
+                await toolkits.started.wait()
+            error = await call_error(client, "demo_echo", {"text": "second"})
+            toolkits.release.set()
+        assert error["code"] == "RATE_LIMIT_EXCEEDED"
+        assert (await client.call_tool("demo_echo", {"text": "after"})).is_error is False

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from conveyor.auth import PlanName, Principal
+from conveyor.errors import RateLimitExceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class RateLimiter:
     def __init__(self, plans: dict[PlanName, PlanLimits]) -> None:
         self.plans = plans
         self._windows: dict[str, tuple[int, int]] = {}  # principal id -> (window start, count)
+        self._direct_runs: dict[str, int] = {}  # principal id -> direct runs going on
 
     def limits_for(self, principal: Principal) -> PlanLimits | None:
         return None if principal.plan is None else self.plans[principal.plan]
@@ -74,3 +78,30 @@ class RateLimiter:
     def max_concurrent_jobs(self, principal: Principal) -> int | None:
         limits = self.limits_for(principal)
         return None if limits is None else limits.max_concurrent_jobs
+
+    @contextmanager
+    def direct_run(self, principal: Principal) -> Iterator[None]:
+        """Hold one of the plan's concurrent-run slots for a direct (not queued) tool run.
+
+        Jobs over the limit wait in the queue; a direct call cannot wait, so it is refused.
+        """
+        limit = self.max_concurrent_jobs(principal)
+        if limit is None:
+            yield
+            return
+        running = self._direct_runs.get(principal.id, 0)
+        if running >= limit:
+            raise RateLimitExceeded(
+                f"At most {limit} direct runs at once on the {principal.plan} plan; submit a job to queue it",
+                retry_after=1,
+                limit=limit,
+            )
+        self._direct_runs[principal.id] = running + 1
+        try:
+            yield
+        finally:
+            left = self._direct_runs[principal.id] - 1
+            if left:
+                self._direct_runs[principal.id] = left
+            else:
+                del self._direct_runs[principal.id]

@@ -102,7 +102,8 @@ async def execute_tool(request: Request, runtime: Runtime, principal: Principal 
         )
         return await _submit(runtime, _principal(principal), job)
     try:
-        outcome = await runtime.executor.run(body.tool, body.arguments, timeout_ms=body.timeout_ms)
+        with runtime.limiter.direct_run(_principal(principal)):
+            outcome = await runtime.executor.run(body.tool, body.arguments, timeout_ms=body.timeout_ms)
     except ConveyorError as exc:
         status = "timeout" if exc.http_status == 504 else "error"
         return error_response(exc, request_id_of(request), tool=body.tool, status=status)

@@ -57,7 +57,8 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
         try:
             if meta is not None:
                 return await meta.handler(runtime, principal, meta.parse(params.arguments))
-            return await _run_direct(runtime, ctx, params)
+            with runtime.limiter.direct_run(principal):
+                return await _run_direct(runtime, ctx, params)
         except ToolNotFound as exc:
             if meta is None and exc.extra.get("tool") == params.name:
                 # An unknown tool name in tools/call is a protocol error (the spec's -32602).
