@@ -52,6 +52,17 @@ curl -sS --fail-with-body -X DELETE -H "$AUTH" "$URL/jobs/$job_id"; echo
 step "GET /jobs?tool=demo_sleep&status=completed&limit=5: list your jobs, newest first"
 get "/jobs?tool=demo_sleep&status=completed&limit=5"
 
+step "POST /webhooks: have your jobs' ends POSTed to a URL, signed (the secret is shown once)"
+webhook=$(post /webhooks '{"url": "https://example.com/hooks/conveyor", "events": ["job.completed", "job.failed"]}')
+echo "$webhook"
+webhook_id=$(field webhook_id <<<"$webhook")
+
+step "GET /webhooks: your webhooks (never their secrets)"
+get /webhooks
+
+step "DELETE /webhooks/{webhook_id}: unregister"
+curl -sS --fail-with-body -X DELETE -H "$AUTH" "$URL/webhooks/$webhook_id"; echo
+
 step "GET /openapi.json: the API's description"
 get /openapi.json | python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["info"]["title"], "-", len(d["paths"]), "paths")'
 

@@ -70,6 +70,9 @@ async def test_the_rest_walkthrough_calls_every_endpoint_and_exits_0(tmp_path: P
         "GET /jobs/{job_id}/stream",
         "DELETE /jobs/{job_id}",
         "GET /jobs?tool=demo_sleep&status=completed&limit=5",
+        "POST /webhooks",
+        "GET /webhooks",
+        "DELETE /webhooks/{webhook_id}",
         "GET /openapi.json",
         "GET /metrics",
     ]
@@ -83,5 +86,7 @@ async def test_the_rest_walkthrough_calls_every_endpoint_and_exits_0(tmp_path: P
     assert '"status":"canceled"' in output
     assert "Job canceled successfully" in output
     assert '"pagination":{"limit":5,"offset":0,"total":2}' in output
-    assert "Conveyor Tool Execution & Jobs API - 9 paths" in output
+    assert '"events":["job.completed","job.failed"]' in output
+    assert '"deleted":true' in output
+    assert "Conveyor Tool Execution & Jobs API - 11 paths" in output
     assert 'conveyor_jobs{status="canceled"} 1' in output

@@ -1,4 +1,4 @@
-"""``conveyor serve|tools|call|jobs`` — the only place that reads argv and the environment."""
+"""``conveyor serve|keys|webhooks|tools|call|jobs`` — the only place that reads argv and the environment."""
 
 from __future__ import annotations
 
@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(command=_keys_revoke)
 
+    webhooks = commands.add_parser("webhooks", help="webhook deliveries")
+    webhook_commands = webhooks.add_subparsers(required=True, metavar="ACTION")
+    secret = webhook_commands.add_parser(
+        "secret", parents=[common], help="print the secret that signs deliveries to a job's webhook_url"
+    )
+    secret.set_defaults(command=_webhooks_secret)
+
     tools = commands.add_parser("tools", parents=[common], help="list the loaded tools")
     tools.add_argument("--json", action="store_true", help="print the MCP tool definitions as JSON")
     tools.set_defaults(command=_tools)
@@ -143,6 +150,13 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         if not await runtime.keys.revoke(args.key_id):
             raise ConfigError(f"no active key {args.key_id!r}")
         return {"key_id": args.key_id, "revoked": True}
+
+    return _with_runtime(settings, action)
+
+
+def _webhooks_secret(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(runtime: Runtime) -> Any:
+        return {"webhook_secret": runtime.webhooks.server_secret}
 
     return _with_runtime(settings, action)
 

@@ -24,6 +24,7 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     WORKER_LOST = "WORKER_LOST"
     CANCELED = "CANCELED"
+    WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     MISDIRECTED_REQUEST = "MISDIRECTED_REQUEST"
@@ -125,6 +126,12 @@ class Forbidden(ConveyorError):
     http_status = 403
 
 
+class AddressNotAllowed(Forbidden):
+    """Outbound HTTP to a loopback, private or otherwise non-public address is not allowed."""
+
+    suggested_fix = "Use a public address, or set webhook_allow_private_addresses on a trusted network."
+
+
 class PayloadTooLarge(ConveyorError):
     """Payload is larger than the configured limit."""
 
@@ -145,6 +152,13 @@ class WorkerLost(ConveyorError):
     code = ErrorCode.WORKER_LOST
     http_status = 500
     retryable = True
+
+
+class WebhookNotFound(ConveyorError):
+    """Webhook does not exist."""
+
+    code = ErrorCode.WEBHOOK_NOT_FOUND
+    http_status = 404
 
 
 class RouteNotFound(ConveyorError):

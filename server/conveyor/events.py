@@ -3,6 +3,8 @@
 Waiters (``wait_seconds``, event streams, MCP notifications) subscribe to one job or to
 all; the engine publishes each new job state. A subscription buffers a bounded number of
 states and drops the oldest first, so the newest state, and so a terminal one, is never lost.
+``Fanout`` does the same for any other kind of item; ``Wakeup`` wakes one consumer (the webhook
+deliverer) without losing a wake that came while it was busy.
 """
 
 from __future__ import annotations
@@ -10,26 +12,34 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
 
 import anyio
 
 from conveyor.jobs.models import Job
 
+T = TypeVar("T")
 
-class Subscription:
+
+class Mailbox(Generic[T]):
+    """What one subscriber has yet to take, oldest first."""
+
     def __init__(self, buffer: int = 256) -> None:
-        self._items: deque[Job] = deque(maxlen=buffer)
+        self._items: deque[T] = deque(maxlen=buffer)
         self._ready = anyio.Event()
 
-    def push(self, job: Job) -> None:
-        self._items.append(job)
+    def push(self, item: T) -> None:
+        self._items.append(item)
         self._ready.set()
 
-    async def next(self) -> Job:
+    async def next(self) -> T:
         while not self._items:
             self._ready = anyio.Event()
             await self._ready.wait()
         return self._items.popleft()
+
+
+Subscription = Mailbox[Job]
 
 
 class JobEvents:
@@ -53,3 +63,41 @@ class JobEvents:
             group.discard(subscription)
             if job_id is not None and not group:
                 self._by_job.pop(job_id, None)
+
+
+class Fanout(Generic[T]):
+    """Every item published goes to every current subscriber (bounded, oldest dropped first)."""
+
+    def __init__(self) -> None:
+        self._subscriptions: set[Mailbox[T]] = set()
+
+    def publish(self, item: T) -> None:
+        for subscription in self._subscriptions:
+            subscription.push(item)
+
+    @contextmanager
+    def subscribe(self) -> Iterator[Mailbox[T]]:
+        subscription = Mailbox[T]()
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+
+class Wakeup:
+    """A wake-up call for one consumer that does not get lost: a ``set`` made while the consumer
+    was busy (between its ``clear`` and its ``wait``) makes that ``wait`` return at once."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()

@@ -18,6 +18,7 @@ from conveyor.jobs.sqlite_store import SQLiteJobStore
 from conveyor.limits import RateLimiter
 from conveyor.registry import Registry
 from conveyor.settings import Settings
+from conveyor.webhooks import Webhooks
 
 logger = logging.getLogger("conveyor.runtime")
 
@@ -31,6 +32,7 @@ class Runtime:
     events: JobEvents
     keys: ApiKeys
     limiter: RateLimiter
+    webhooks: Webhooks
 
 
 def open_store(settings: Settings) -> SQLiteJobStore:
@@ -57,17 +59,18 @@ async def open_runtime(
                     toolkit.name, await stack.enter_async_context(toolkit.lifespan(toolkit))
                 )
         engine = JobEngine(store, executor, events, settings.engine_config())
+        webhooks = await Webhooks.open(store.webhooks, settings.webhook_config())
         async with anyio.create_task_group() as tg:
             if run_workers:
                 await tg.start(engine.run)
+                await tg.start(webhooks.run)
             logger.info(
                 "conveyor ready",
                 extra={"action": "runtime.ready", "tools": len(registry), "db": settings.db},
             )
             try:
                 keys = ApiKeys(store)
-                yield Runtime(
-                    settings, registry, executor, engine, events, keys, RateLimiter(settings.plan_limits())
-                )
+                limiter = RateLimiter(settings.plan_limits())
+                yield Runtime(settings, registry, executor, engine, events, keys, limiter, webhooks)
             finally:
                 tg.cancel_scope.cancel()

@@ -51,7 +51,11 @@ class SubmitJobRequest(_Request):
     timeout_ms: int | None = Field(
         None, gt=0, le=MAX_TIMEOUT_MS, description="Stop the job after this many milliseconds."
     )
-    webhook_url: str | None = Field(None, max_length=2000, description="URL to notify when the job ends.")
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="http(s) URL the job is POSTed to when it ends (JSON, signed: X-Conveyor-Signature).",
+    )
     wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
 
     _cap = field_validator("wait_seconds", mode="before")(_capped_wait)

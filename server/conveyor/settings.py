@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from conveyor.auth import PlanName
 from conveyor.errors import ConfigError
 from conveyor.executor import ExecutionLimits
 from conveyor.jobs.engine import EngineConfig
 from conveyor.limits import PlanLimits
+from conveyor.webhooks import WebhookConfig
 
 ENV_PREFIX = "CONVEYOR_"
 DEFAULT_TOOLKITS = ("conveyor_toolkits.demo:toolkit",)
@@ -56,6 +57,19 @@ class Settings(BaseModel):
     task_inline_threshold_ms: int = Field(
         5000, gt=0, description="2026 clients: optional-task tools that usually run longer become tasks"
     )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="signs deliveries to a job's own webhook_url; unset: made once and kept in the database",
+    )
+    webhook_allow_private_addresses: bool = Field(
+        False, description="let webhooks reach loopback, private and link-local addresses"
+    )
+    webhook_max_attempts: int = Field(10, ge=1, le=100)
+    webhook_retry_base_seconds: float = Field(10.0, gt=0, description="first retry delay, then doubling")
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    webhook_concurrency: int = Field(8, ge=1, le=1000)
 
     @field_validator("toolkits", "queues", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
@@ -72,6 +86,20 @@ class Settings(BaseModel):
             sweep_interval_s=self.sweep_interval_seconds,
             retention_s=self.retention_hours * 3600,
             progress_interval_s=self.progress_interval_seconds,
+            allow_private_urls=self.webhook_allow_private_addresses,
+        )
+
+    def webhook_config(self) -> WebhookConfig:
+        return WebhookConfig(
+            max_attempts=self.webhook_max_attempts,
+            retry_base_s=self.webhook_retry_base_seconds,
+            retry_max_s=self.webhook_retry_max_seconds,
+            timeout_s=self.webhook_timeout_seconds,
+            concurrency=self.webhook_concurrency,
+            allow_private_addresses=self.webhook_allow_private_addresses,
+            poll_interval_s=self.sweep_interval_seconds,
+            retention_s=self.retention_hours * 3600,
+            secret=self.webhook_secret.get_secret_value() if self.webhook_secret else None,
         )
 
     def plan_limits(self) -> dict[PlanName, PlanLimits]:

@@ -27,9 +27,13 @@ from conveyor.http_api.models import (
     JobAccepted,
     JobStatusQuery,
     ListJobsQuery,
+    RegisterWebhookBody,
     SubmitJobBody,
     ToolList,
     ToolsQuery,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookList,
 )
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.jobs.models import Job, JobStatus
@@ -159,6 +163,24 @@ async def list_jobs(request: Request, runtime: Runtime, principal: Principal | N
     return JSONResponse({"jobs": [job.to_public() for job in jobs], "pagination": page})
 
 
+async def register_webhook(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    body = await read_body(request, RegisterWebhookBody, runtime.settings.max_request_bytes)
+    webhook, secret = await runtime.webhooks.register(_principal(principal).id, body.url, body.events)
+    return JSONResponse({**webhook.to_public(), "secret": secret}, status_code=201)
+
+
+async def list_webhooks(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    # Even an admin's list is their own: a registration's URL is its owner's business.
+    webhooks = await runtime.webhooks.list(_principal(principal).id)
+    return JSONResponse({"webhooks": [webhook.to_public() for webhook in webhooks]})
+
+
+async def delete_webhook(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
+    webhook_id = request.path_params["webhook_id"]
+    await runtime.webhooks.delete(webhook_id, owner=_principal(principal).id)
+    return JSONResponse({"webhook_id": webhook_id, "deleted": True})
+
+
 async def list_tools(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     query = read_query(request, ToolsQuery)
     tools = runtime.registry.search(query.q) if query.q else list(runtime.registry)
@@ -248,6 +270,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Cancel a job (owner only)",
         responses={200: CancelResponse},
         errors=JOB_ERRORS,
+    ),
+    Endpoint(
+        "POST",
+        "/webhooks",
+        register_webhook,
+        "Register a webhook: your jobs' ends are POSTed to its URL, signed",
+        body=RegisterWebhookBody,
+        responses={201: WebhookCreated},
+        errors=(400, 401, 413, 429),
+    ),
+    Endpoint(
+        "GET",
+        "/webhooks",
+        list_webhooks,
+        "List your webhooks (never their secrets)",
+        responses={200: WebhookList},
+        errors=(401, 429),
+    ),
+    Endpoint(
+        "DELETE",
+        "/webhooks/{webhook_id}",
+        delete_webhook,
+        "Unregister a webhook (owner only); its pending deliveries are dropped",
+        responses={200: WebhookDeleted},
+        errors=(401, 404, 429),
     ),
     Endpoint(
         "GET",

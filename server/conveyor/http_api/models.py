@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
 from conveyor.executor import MAX_TIMEOUT_MS
-from conveyor.jobs.models import JobStatus
+from conveyor.jobs.models import JobStatus, WebhookEvent
 from conveyor.schemas import (
     MAX_OFFSET,
     MAX_WAIT_SECONDS,
@@ -132,6 +132,51 @@ class Health(BaseModel):
     version: str
     tools: int
     queue_depth: int
+
+
+class RegisterWebhookBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"url": "https://example.com/hooks/conveyor", "events": ["job.completed", "job.failed"]}
+            ]
+        },
+    )
+
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="The http(s) URL each event is POSTed to. Loopback and private addresses are "
+        "refused unless the server allows them.",
+        json_schema_extra={"format": "uri"},
+    )
+    events: list[WebhookEvent] | None = Field(
+        None, min_length=1, description="The events to send; every one of them when left out."
+    )
+
+
+class WebhookView(BaseModel):
+    webhook_id: str
+    url: str
+    events: list[WebhookEvent]
+    created_at: int = Field(description="Unix time, seconds.")
+
+
+class WebhookCreated(WebhookView):
+    secret: str = Field(
+        description="Signs this webhook's deliveries (X-Conveyor-Signature: sha256=<hex HMAC of the "
+        "body>). Shown only in this answer."
+    )
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookView]
+
+
+class WebhookDeleted(BaseModel):
+    webhook_id: str
+    deleted: Literal[True]
 
 
 class ErrorDetail(BaseModel):

@@ -13,6 +13,7 @@ from conveyor.http_api.models import ErrorBody
 REF = "#/components/schemas/{model}"
 STATUS_TEXT = {
     200: "OK",
+    201: "Created",
     202: "Accepted",
     400: "Invalid request",
     401: "Missing or invalid API key",

@@ -32,6 +32,7 @@ from conveyor.events import JobEvents
 from conveyor.executor import Executor
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, now_ms
 from conveyor.jobs.store import JobStore
+from conveyor.outbound import check_url
 from conveyor.progress import Progress
 from conveyor.toolkit import RetryPolicy, Tool
 
@@ -53,6 +54,7 @@ class EngineConfig:
     retention_s: float = 7 * 24 * 3600
     progress_interval_s: float = 0.25
     recheck_interval_s: float = 2.0  # waiters re-read the store, for jobs run by another process
+    allow_private_urls: bool = False  # may a webhook_url name a loopback or private IP address
     worker_id: str = field(default_factory=lambda: f"worker_{secrets.token_hex(6)}")
 
 
@@ -105,8 +107,8 @@ class JobEngine:
         """Validate, commit, wake a worker; the job is durable once this returns."""
         tool, _ = self.executor.validate(tool_name, arguments)
         timeout_ms = self.executor.timeout_ms_for(tool, timeout_ms)
-        if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
-            raise InvalidArguments("webhook_url must be an http(s) URL", argument="webhook_url")
+        if webhook_url is not None:
+            check_url(webhook_url, argument="webhook_url", allow_private=self.config.allow_private_urls)
         arguments = arguments or {}
         if idempotency_key is not None:
             earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)

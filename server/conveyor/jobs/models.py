@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 JobKind = Literal["job", "task"]  # a task is a job an MCP client created as a task
@@ -115,3 +117,79 @@ class Job:
 
 def _seconds(ms: int | None) -> int | None:
     return None if ms is None else ms // 1000
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookEvent(enum.StrEnum):
+    """What a webhook can be told: a job reached this terminal status."""
+
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELED = "job.canceled"
+    JOB_TIMEOUT = "job.timeout"
+
+    @classmethod
+    def of(cls, status: JobStatus) -> WebhookEvent:
+        return cls(f"job.{status}")
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A registration: the owner's terminal jobs with one of ``events`` are POSTed to ``url``.
+
+    Its secret is not a field: it is shown once, at registration, and read only to sign.
+    """
+
+    webhook_id: str
+    owner: str
+    url: str
+    events: tuple[WebhookEvent, ...]
+    created_at: int
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "webhook_id": self.webhook_id,
+            "url": self.url,
+            "events": [str(event) for event in self.events],
+            "created_at": _seconds(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one URL, in the outbox until it is delivered or given up."""
+
+    delivery_id: str
+    job_id: str
+    webhook_id: str | None  # None: the job's own webhook_url
+    url: str
+    event: WebhookEvent
+    payload: str  # the JSON body, byte for byte what is signed and sent on every attempt
+    status: DeliveryStatus
+    attempts: int
+    created_at: int
+    next_attempt_at: int | None = None
+    last_attempt_at: int | None = None
+    delivered_at: int | None = None
+    last_error: str | None = None
+
+
+def new_delivery_id() -> str:
+    return f"whd_{secrets.token_hex(16)}"
+
+
+def webhook_payloads(job: Job, event: WebhookEvent, delivery_ids: list[str]) -> list[str]:
+    """The body of each delivery of this event: the event, when it happened, the job, and the
+    delivery's id, inside the signed body so that a receiver dedupes by an id nobody can forge."""
+    happened = job.completed_at if job.completed_at is not None else now_ms()
+    timestamp = datetime.fromtimestamp(happened / 1000, UTC).isoformat(timespec="milliseconds")
+    body = {"event": str(event), "timestamp": timestamp.replace("+00:00", "Z"), "job": job.to_public()}
+    return [
+        json.dumps({**body, "delivery_id": delivery_id}, ensure_ascii=False, separators=(",", ":"))
+        for delivery_id in delivery_ids
+    ]

@@ -16,6 +16,7 @@ from conveyor.errors import ConfigError
 from conveyor.jobs import group_commit
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
+from conveyor.jobs.sqlite_webhooks import SQLiteWebhookStore
 
 _JSON_COLUMNS = ("arguments", "progress", "result", "error", "step_results")
 _ROW_FIELDS = frozenset(Job.__dataclass_fields__)
@@ -28,6 +29,7 @@ class SQLiteJobStore:
         self._q = load_queries("sqlite")
         self._db: aiosqlite.Connection | None = None
         self._group: group_commit.GroupCommit | None = None
+        self.webhooks = SQLiteWebhookStore(self._run, self._q)  # same database, same committer
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -198,15 +200,29 @@ class SQLiteJobStore:
             "step_results": json.dumps(step_results) if step_results else None,
             "execution_time_ms": execution_time_ms,
         }
-        return await self._one("finish_job", params)
+        return await self._terminal("finish_job", params)
 
     async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None:
         return await self._one("requeue_job", {"job_id": job_id, "attempt": attempt, "run_after": run_after})
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
-        return await self._one(
+        return await self._terminal(
             "cancel_queued_job", {"job_id": job_id, "now": now, "error": json.dumps(error)}
         )
+
+    async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
+        """A terminal write and its webhook deliveries (the outbox) in one transaction: a crash
+        loses no delivery of a committed end, and a write that did not commit has none."""
+        sql, enqueue = self._q[query], self.webhooks.enqueue
+
+        def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
+            job = _job_or_none(conn.execute(sql, params).fetchone())
+            return job, 0 if job is None else enqueue(conn, job)
+
+        job, deliveries = await self._run(end_and_enqueue)
+        if deliveries:
+            self.webhooks.deliveries_added.set()
+        return job
 
     async def expired_leases(self, now: int) -> builtins.list[Job]:
         return await self._all("expired_leases", {"now": now})

@@ -58,13 +58,17 @@ class JobStore(Protocol):
         """End this attempt's run of a running job; ``None`` if the job is not in that run any more.
 
         Every write of a run is fenced by its attempt number, so a worker that lost its lease
-        (and so its job) cannot change the job's next run.
+        (and so its job) cannot change the job's next run. The job's webhook deliveries (one for
+        its webhook_url, one per matching registration of its owner) are written in the same
+        transaction: the outbox.
         """
         ...
 
     async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None: ...
 
-    async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None: ...
+    async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
+        """Cancel a job that is still queued, with its webhook deliveries, as ``finish`` does."""
+        ...
 
     async def expired_leases(self, now: int) -> builtins.list[Job]: ...
 

@@ -147,3 +147,72 @@ UPDATE api_keys SET revoked_at = :now WHERE key_id = :key_id AND revoked_at IS N
 
 -- name: count_active_api_keys
 SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL;
+
+-- name: insert_webhook
+-- Refused (no row) when the owner already has :max_per_owner registrations.
+INSERT INTO webhooks (webhook_id, owner, url, events, secret, created_at)
+SELECT :webhook_id, :owner, :url, :events, :secret, :created_at
+WHERE (SELECT COUNT(*) FROM webhooks WHERE owner = :owner) < :max_per_owner
+RETURNING *;
+
+-- name: list_webhooks_of_owner
+SELECT * FROM webhooks WHERE owner = :owner ORDER BY created_at, webhook_id;
+
+-- name: delete_webhook
+DELETE FROM webhooks WHERE webhook_id = :webhook_id AND owner = :owner;
+
+-- name: webhooks_for_event
+SELECT webhook_id, url FROM webhooks
+WHERE owner = :owner AND EXISTS (SELECT 1 FROM json_each(events) WHERE value = :event)
+ORDER BY created_at, webhook_id;
+
+-- name: insert_delivery
+INSERT INTO webhook_deliveries (delivery_id, job_id, webhook_id, url, event, payload, created_at,
+                                next_attempt_at)
+VALUES (:delivery_id, :job_id, :webhook_id, :url, :event, :payload, :now, :now);
+
+-- name: claim_deliveries
+-- An attempt's claim: moving next_attempt_at past the attempt's longest run keeps others off it,
+-- and if the process dies mid-attempt the delivery falls due again when the claim lapses.
+UPDATE webhook_deliveries
+SET attempts = attempts + 1, last_attempt_at = :now, next_attempt_at = :claimed_until
+WHERE delivery_id IN (
+    SELECT delivery_id FROM webhook_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= :now
+    ORDER BY next_attempt_at
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: webhook_secrets
+SELECT webhook_id, secret FROM webhooks WHERE webhook_id IN (SELECT value FROM json_each(:webhook_ids));
+
+-- name: record_delivery_attempt
+-- Fenced by the attempt, like a job's run: a stale attempt cannot settle a later one.
+UPDATE webhook_deliveries
+SET status = :status, next_attempt_at = :next_attempt_at, delivered_at = :delivered_at,
+    last_error = :last_error
+WHERE delivery_id = :delivery_id AND status = 'pending' AND attempts = :attempt
+RETURNING *;
+
+-- name: release_delivery
+-- An attempt interrupted by shutdown does not count: the delivery is due again at once.
+UPDATE webhook_deliveries
+SET attempts = attempts - 1, next_attempt_at = :now
+WHERE delivery_id = :delivery_id AND status = 'pending' AND attempts = :attempt;
+
+-- name: next_delivery_due
+SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending';
+
+-- name: deliveries_of_job
+SELECT * FROM webhook_deliveries WHERE job_id = :job_id ORDER BY created_at, delivery_id;
+
+-- name: purge_settled_deliveries
+DELETE FROM webhook_deliveries WHERE status <> 'pending' AND last_attempt_at < :before;
+
+-- name: insert_server_secret
+INSERT INTO server_secrets (name, value, created_at) VALUES (:name, :value, :now)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: get_server_secret
+SELECT value FROM server_secrets WHERE name = :name;
