@@ -21,6 +21,7 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 WAIT_SECONDS = 25  # the most one call waits; loop for longer jobs
 
@@ -62,4 +63,12 @@ if __name__ == "__main__":
     key = args[1] if len(args) > 1 else os.environ.get("CONVEYOR_API_KEY", "")
     if not key:
         raise SystemExit("usage: http_client.py [URL] [KEY]  (or set CONVEYOR_URL and CONVEYOR_API_KEY)")
-    anyio.run(main, url, key)
+    try:
+        anyio.run(main, url, key)
+    except* (MCPError, httpx2.HTTPError) as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):  # task groups nest the error that matters
+            first = first.exceptions[0]
+        raise SystemExit(
+            f"{url}/mcp refused or failed the request ({first}): check the URL and the API key"
+        ) from None
