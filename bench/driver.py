@@ -476,7 +476,7 @@ def _raw_insert(job_id: str) -> _Params:
 
 def _raw_claim() -> _Params:
     now = int(time.time() * 1000)
-    return _Params(worker="raw", now=now, lease_expires_at=now + 30_000)
+    return _Params(worker="raw", tools=json.dumps([NOOP]), now=now, lease_expires_at=now + 30_000)
 
 
 def _raw_finish(claimed: Any) -> _Params:

@@ -23,9 +23,14 @@ WAIT_SECONDS = 25  # the most one jobs_status call waits; loop for longer jobs
 
 
 def server_parameters(db: Path) -> StdioServerParameters:
+    # --worker inline: jobs run in the server itself, which ends with this example. By default a
+    # stdio server hands jobs to a local worker that outlives it (and its throwaway database here).
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "conveyor", "serve", "--db", str(db), "--toolkit", "conveyor_toolkits.demo:toolkit"],
+        args=[
+            *("-m", "conveyor", "serve", "--db", str(db), "--worker", "inline"),
+            *("--toolkit", "conveyor_toolkits.demo:toolkit"),
+        ],
         env={"CONVEYOR_ENTRY_POINTS": "false", "CONVEYOR_LOG_LEVEL": "WARNING"},
     )
 

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 
+from conveyor import local_worker
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings, load_settings
@@ -18,6 +21,17 @@ ERAS = ["auto", "legacy"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_local_worker_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """stdio servers start detached local workers, made to outlive their client: stop the ones
+    the tests' databases got, so that none runs on after the session."""
+    yield
+    for lock in tmp_path_factory.getbasetemp().glob("**/*.worker.lock"):
+        info = local_worker.status(str(lock)[: -len(".worker.lock")])
+        if info.running and info.pid is not None:
+            os.kill(info.pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -32,6 +46,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "entry_points": False,
         "progress_interval_seconds": 0,
         "sqlite_synchronous": "NORMAL",
+        "shutdown_grace_seconds": 0,  # a held job is interrupted at once when a test's runtime closes
     }
     values.update(overrides)
     return load_settings(env={}, overrides=values)

@@ -75,6 +75,10 @@ async def finish_held(runtime: Runtime, job: Job) -> Job:
     return done
 
 
+def tool_names(runtime: Runtime) -> list[str]:
+    return [tool.wire_name for tool in runtime.registry]
+
+
 async def backdate_completion(runtime: Runtime, job_id: str, ms_ago: int) -> None:
     """Pretend a job finished ``ms_ago`` milliseconds ago (a second connection, as an operator would)."""
     async with aiosqlite.connect(runtime.settings.db) as db:
@@ -323,7 +327,11 @@ async def test_cancel_a_queued_job_ends_it_at_once(idle_runtime: Runtime) -> Non
     assert canceled.completed_at is not None
     assert canceled.started_at is None
     claimed = await idle_runtime.engine.store.claim_next(
-        worker="w", queues=None, now=now_ms(), lease_expires_at=now_ms() + 1000
+        worker="w",
+        queues=None,
+        tools=tool_names(idle_runtime),
+        now=now_ms(),
+        lease_expires_at=now_ms() + 1000,
     )
     assert claimed is None
 
@@ -365,7 +373,10 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     await store.extend_leases(
         worker=runtime.engine.config.worker_id, job_ids=[done.job_id], lease_expires_at=now_ms()
     )
-    assert await store.claim_next(worker="w", queues=None, now=now_ms(), lease_expires_at=now_ms()) is None
+    claimed = await store.claim_next(
+        worker="w", queues=None, tools=tool_names(runtime), now=now_ms(), lease_expires_at=now_ms()
+    )
+    assert claimed is None
     assert await store.get(done.job_id) == done
 
     canceled = await runtime.engine.submit("demo_echo", {"text": "y"}, owner=OWNER)
@@ -388,7 +399,7 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
 
 async def claim_with_expired_lease(runtime: Runtime) -> Job:
     claimed = await runtime.engine.store.claim_next(
-        worker="gone", queues=None, now=now_ms(), lease_expires_at=now_ms() - 1
+        worker="gone", queues=None, tools=tool_names(runtime), now=now_ms(), lease_expires_at=now_ms() - 1
     )
     assert claimed is not None
     return claimed
@@ -425,21 +436,59 @@ async def test_sweep_leaves_a_job_with_a_live_lease_alone(runtime: Runtime) -> N
     await finish_held(runtime, job)
 
 
-async def test_shutdown_hands_running_jobs_back_by_their_retry_policy(settings: Settings) -> None:
-    async with open_runtime(settings) as runtime:
+async def test_a_shutdown_past_its_grace_hands_idempotent_jobs_back_uncounted_and_interrupts_the_rest(
+    settings: Settings,
+) -> None:
+    async with open_runtime(settings) as runtime:  # grace 0: whatever runs is interrupted at once
         held = await start_held(runtime)
         with runtime.events.subscribe() as updates, anyio.fail_after(5):
             sleeping = await runtime.engine.submit("demo_sleep", {"seconds": 60, "steps": 1}, owner=OWNER)
             while (update := await updates.next()).job_id != sleeping.job_id or update.status != "running":
                 pass
     async with open_runtime(settings, run_workers=False) as runtime:
-        lost = await runtime.engine.get(held.job_id, owner=OWNER)
-        assert lost.status is JobStatus.FAILED
-        assert lost.error is not None
-        assert lost.error["code"] == "WORKER_LOST"
-        retried = await runtime.engine.get(sleeping.job_id, owner=OWNER)
-        assert retried.status is JobStatus.QUEUED
-        assert retried.attempts == 1
+        interrupted = await runtime.engine.get(held.job_id, owner=OWNER)
+        assert interrupted.status is JobStatus.FAILED
+        assert interrupted.error is not None
+        assert interrupted.error["code"] == "INTERRUPTED"
+        assert interrupted.attempts == 1
+        handed_back = await runtime.engine.get(sleeping.job_id, owner=OWNER)
+        assert handed_back.status is JobStatus.QUEUED
+        assert handed_back.attempts == 0
+        assert handed_back.position_in_queue == 1
+
+
+async def test_a_shutdown_lets_running_jobs_finish_within_the_grace_period(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, shutdown_grace_seconds=30)
+    async with open_runtime(settings) as runtime:
+        held = await start_held(runtime)
+        draining = runtime.engine.drain(30)
+
+        async def release_once_draining() -> None:
+            assert runtime.engine.draining  # drain() set it before its first wait, as this task started
+            assert (await runtime.engine.get(held.job_id, owner=OWNER)).status is JobStatus.RUNNING
+            toolkits.release.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(release_once_draining)
+                await draining
+        done = await runtime.engine.get(held.job_id, owner=OWNER)
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == "released"
+
+
+async def test_a_hurried_shutdown_skips_the_rest_of_the_grace_period(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, shutdown_grace_seconds=3600)
+    async with open_runtime(settings) as runtime:
+        held = await start_held(runtime)
+        hurry = anyio.Event()
+        hurry.set()
+        with anyio.fail_after(5):
+            await runtime.engine.drain(3600, hurry=hurry)
+        interrupted = await runtime.engine.get(held.job_id, owner=OWNER)
+    assert interrupted.status is JobStatus.FAILED
+    assert interrupted.error is not None
+    assert interrupted.error["code"] == "INTERRUPTED"
 
 
 async def test_sweep_purges_finished_jobs_older_than_the_retention(tmp_path: Path) -> None:

@@ -106,8 +106,9 @@ async def test_a_killed_server_loses_no_job_and_recovers_running_ones_by_their_r
 ) -> None:
     db = tmp_path / "conveyor.db"
     with anyio.fail_after(20):
-        # Two workers: both busy with the jobs to interrupt, so the later jobs stay queued.
-        async with Client(server(db, "--concurrency", "2")) as client:
+        # Jobs run in the server process itself (inline), two at once: both busy with the jobs to
+        # interrupt, so the later jobs stay queued.
+        async with Client(server(db, "--worker", "inline", "--concurrency", "2")) as client:
             pid = await server_pid(client)
             retried = await submit(
                 client, "demo_sleep", {"seconds": 3, "steps": 30}
@@ -125,7 +126,7 @@ async def test_a_killed_server_loses_no_job_and_recovers_running_ones_by_their_r
             total = await count_jobs(client)
             os.kill(pid, signal.SIGKILL)
 
-        async with Client(server(db)) as client:
+        async with Client(server(db, "--worker", "inline")) as client:
             finished = {
                 job_id: await wait_until_finished(client, job_id) for job_id in [*queued, retried, lost]
             }

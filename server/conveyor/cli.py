@@ -1,10 +1,15 @@
-"""``conveyor serve|keys|webhooks|tools|call|jobs`` — the only place that reads argv and the environment."""
+"""``conveyor serve|worker|keys|webhooks|tools|call|jobs`` — the only place that reads argv and the environment."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +19,7 @@ from conveyor.auth import LOCAL_USER, PLANS, ROLES
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.executor import Executor
 from conveyor.jobs.models import JobStatus
+from conveyor.local_worker import INHERITED_SETTINGS_ENV
 from conveyor.logs import configure_logging
 from conveyor.progress import Progress
 from conveyor.registry import Registry
@@ -25,14 +31,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(args.config, overrides=_overrides(args))
+        settings = _settings(args)
         configure_logging(settings.log_level)
         code = args.command(args, settings)
     except ConfigError as exc:
         code = _config_error(exc)
     except KeyboardInterrupt:
         code = 130
-    sys.exit(code)
+    _exit(code)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    inherited = os.environ.get(INHERITED_SETTINGS_ENV)
+    if getattr(args, "local", False) and inherited:
+        # A local worker runs exactly as the server that started it (its settings, verbatim).
+        return Settings.model_validate_json(inherited)
+    return load_settings(args.config, overrides=_overrides(args))
+
+
+def _exit(code: int) -> None:
+    """Exit now, even if a sync tool's thread still runs (Python cannot stop it, and would wait
+    for it at exit): the jobs were handed back before this point."""
+    stuck = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
+    if not stuck:
+        sys.exit(code)
+    logging.getLogger("conveyor").warning(
+        "exiting with tool threads still running", extra={"action": "process.exit", "threads": len(stuck)}
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _config_error(exc: ConfigError) -> int:
@@ -60,10 +91,35 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="serve MCP over stdio, or HTTP with --http")
     serve.add_argument("--concurrency", type=int, help="jobs run at once (default 8)")
+    serve.add_argument(
+        "--worker",
+        choices=["auto", "inline", "off"],
+        help="where jobs run: inline (here), off (in a `conveyor worker`), auto (default: inline over "
+        "HTTP; over stdio, a local worker that outlives the client)",
+    )
     serve.add_argument("--http", action="store_true", help="serve REST and MCP (at /mcp) over HTTP")
     serve.add_argument("--host", help="HTTP address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8765)")
     serve.set_defaults(command=_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[common],
+        help="run jobs with no front door; `worker status|stop` for the local worker",
+        description="Claim and run jobs from the database until stopped (SIGTERM or Ctrl-C drain the "
+        "running jobs first). `status` and `stop` show and stop the local worker that stdio servers start.",
+    )
+    worker.add_argument("action", nargs="?", choices=["run", "status", "stop"], default="run")
+    worker.add_argument(
+        "--queue", action="append", dest="queues", metavar="NAME", help="serve only this queue; repeatable"
+    )
+    worker.add_argument("--concurrency", type=int, help="jobs run at once (default 8)")
+    worker.add_argument(
+        "--local",
+        action="store_true",
+        help="be the database's local worker (what stdio servers start): one at most, exits when idle",
+    )
+    worker.set_defaults(command=_worker)
 
     keys = commands.add_parser("keys", help="API keys for the HTTP front door")
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
@@ -114,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("db", "toolkits", "log_level", "concurrency", "host", "port")
+    names = ("db", "toolkits", "log_level", "concurrency", "host", "port", "worker", "queues")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -127,6 +183,39 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from conveyor.mcp_server.stdio import serve_stdio
 
     anyio.run(serve_stdio, settings)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor import local_worker
+
+    if args.action == "status":
+        info = local_worker.status(settings.db)
+        print(json.dumps(info.to_public(), indent=2))
+        return 0 if info.running else 3  # as `pg_ctl status`: 3 means not running
+    if args.action == "stop":
+        return _stop_local_worker(settings)
+    from conveyor.worker import run_worker
+
+    anyio.run(lambda: run_worker(settings, local=args.local))
+    return 0
+
+
+def _stop_local_worker(settings: Settings) -> int:
+    from conveyor import local_worker
+
+    info = local_worker.status(settings.db)
+    if not info.running or info.pid is None:
+        print(json.dumps({**info.to_public(), "stopped": False}, indent=2))
+        return 0
+    os.kill(info.pid, signal.SIGTERM)  # it drains its running jobs first
+    deadline = time.monotonic() + settings.shutdown_grace_seconds + 10
+    while local_worker.status(settings.db).running:
+        if time.monotonic() > deadline:
+            print(f"conveyor: error: the local worker (pid {info.pid}) did not stop", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    print(json.dumps({**info.to_public(), "running": False, "stopped": True}, indent=2))
     return 0
 
 

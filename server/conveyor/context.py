@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 
+from conveyor.errors import Canceled
 from conveyor.progress import Progress, ProgressRelay
 
 logger = logging.getLogger("conveyor.tool")
@@ -27,6 +28,7 @@ class ToolContext:
         relay: ProgressRelay | None = None,
         job_id: str | None = None,
         trace_id: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.tool = tool
         self.job_id = job_id
@@ -34,6 +36,7 @@ class ToolContext:
         self.step_results: list[dict[str, Any]] = []
         self.state: Any = None  # what the toolkit's lifespan yielded
         self._relay = relay
+        self._cancel = cancel
         self._loop_thread = threading.get_ident()
 
     def report_progress(
@@ -59,9 +62,12 @@ class ToolContext:
         )
 
     def check_cancelled(self) -> None:
-        """For sync tools: raise if the run was cancelled, so long loops can stop early."""
+        """Raise if the run was cancelled or timed out: a sync tool cannot be interrupted by
+        Python, so a long one calls this now and then to stop early when asked to."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise Canceled()
         if threading.get_ident() != self._loop_thread:
-            anyio.from_thread.check_cancelled()
+            anyio.from_thread.check_cancelled()  # the timeout, or a direct call's cancellation
 
     def _call_in_loop(self, func: Any, *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:

@@ -23,7 +23,9 @@ class ErrorCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     WORKER_LOST = "WORKER_LOST"
+    INTERRUPTED = "INTERRUPTED"
     CANCELED = "CANCELED"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
@@ -152,6 +154,31 @@ class WorkerLost(ConveyorError):
     code = ErrorCode.WORKER_LOST
     http_status = 500
     retryable = True
+
+
+class Interrupted(ConveyorError):
+    """The server stopped while this job's tool was running; the tool is not idempotent, so it was not run again."""
+
+    code = ErrorCode.INTERRUPTED
+    http_status = 500
+    retryable = True
+    suggested_fix = "Check whether the tool's work was done, then submit the job again if it was not."
+
+
+class Canceled(ConveyorError):
+    """Job canceled."""
+
+    code = ErrorCode.CANCELED
+    http_status = 400
+
+
+class StoreUnavailable(ConveyorError):
+    """The job store is busy or unavailable; nothing was committed."""
+
+    code = ErrorCode.STORE_UNAVAILABLE
+    http_status = 503
+    retryable = True
+    suggested_fix = "Retry after the Retry-After delay; the request was not carried out."
 
 
 class WebhookNotFound(ConveyorError):

@@ -43,19 +43,30 @@ Subscription = Mailbox[Job]
 
 
 class JobEvents:
+    """Every state of a job this process learns of: its own writes, and (through the store's
+    change watch) other processes'. ``remote`` marks the latter."""
+
     def __init__(self) -> None:
         self._by_job: dict[str, set[Subscription]] = {}
         self._all: set[Subscription] = set()
+        self._all_local: set[Subscription] = set()
 
-    def publish(self, job: Job) -> None:
+    def publish(self, job: Job, *, remote: bool = False) -> None:
         for subscription in (*self._by_job.get(job.job_id, ()), *self._all):
             subscription.push(job)
+        if not remote:
+            for subscription in self._all_local:
+                subscription.push(job)
 
     @contextmanager
-    def subscribe(self, job_id: str | None = None) -> Iterator[Subscription]:
-        """Changes of one job, or of every job when ``job_id`` is None."""
+    def subscribe(self, job_id: str | None = None, *, local_only: bool = False) -> Iterator[Subscription]:
+        """Changes of one job, or of every job when ``job_id`` is None (with ``local_only``,
+        only those this process made, such as the runs it did)."""
         subscription = Subscription()
-        group = self._all if job_id is None else self._by_job.setdefault(job_id, set())
+        if job_id is not None:
+            group = self._by_job.setdefault(job_id, set())
+        else:
+            group = self._all_local if local_only else self._all
         group.add(subscription)
         try:
             yield subscription

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -92,15 +93,23 @@ class Executor:
         progress_interval: float = 0.0,
         job_id: str | None = None,
         trace_id: str | None = None,
+        cancel: threading.Event | None = None,
+        shield_uncancellable: bool = True,
     ) -> Outcome:
-        """Run a tool once; raises a ``ConveyorError`` for every way a run can fail."""
+        """Run a tool once; raises a ``ConveyorError`` for every way a run can fail.
+
+        ``cancel``, once set, makes the tool's ``ctx.check_cancelled()`` raise: the way to stop
+        a sync tool, which no cancel scope can interrupt. A tool that is not ``cancellable`` is
+        shielded from outside cancellation unless ``shield_uncancellable`` is False (a job's
+        engine, which never cancels such a run but to stop the process).
+        """
         tool, parsed = self.validate(tool_name, arguments)
         timeout = self.timeout_ms_for(tool, timeout_ms)
         # Only a tool that takes a ToolContext can report progress: the others need no relay.
         relay = (
             ProgressRelay(_safe(progress), progress_interval) if progress and tool.context_parameter else None
         )
-        ctx = ToolContext(tool=tool.wire_name, relay=relay, job_id=job_id, trace_id=trace_id)
+        ctx = ToolContext(tool=tool.wire_name, relay=relay, job_id=job_id, trace_id=trace_id, cancel=cancel)
         ctx.state = self._states.get(tool.toolkit)
         kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
         if tool.context_parameter:
@@ -110,14 +119,14 @@ class Executor:
         value: Any = None
         if relay is None:
             try:
-                value = await self._call_bounded(tool, kwargs, timeout)
+                value = await self._call_bounded(tool, kwargs, timeout, shield_uncancellable)
             except Exception as exc:
                 failure = exc
         else:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.drain_forever)
                 try:
-                    value = await self._call_bounded(tool, kwargs, timeout)
+                    value = await self._call_bounded(tool, kwargs, timeout, shield_uncancellable)
                 except Exception as exc:  # mapped below, outside the task group
                     failure = exc
                 await relay.flush()
@@ -127,15 +136,18 @@ class Executor:
             raise _map_failure(tool, failure)
         return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, ctx.step_results)
 
-    async def _call_bounded(self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None) -> Any:
+    async def _call_bounded(
+        self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None, shield_uncancellable: bool
+    ) -> Any:
         # A non-cancellable tool is shielded from outside cancellation; its own timeout still applies.
-        with anyio.CancelScope(shield=not tool.cancellable):
+        with anyio.CancelScope(shield=shield_uncancellable and not tool.cancellable):
             with anyio.move_on_after(timeout_ms / 1000 if timeout_ms else None):
                 if tool.is_async:
                     return await tool.func(**kwargs)
                 return await anyio.to_thread.run_sync(
-                    # The shield keeps outside cancellation away from non-cancellable tools, so what
-                    # reaches this call is the timeout, which must stop waiting for the thread.
+                    # What cancels this wait is the timeout, a direct call's client, or the process
+                    # stopping: none of them can stop the thread, so the wait stops instead. (A job's
+                    # cancel sets ``cancel`` and waits for the tool to return or check it.)
                     partial(tool.func, **kwargs),
                     abandon_on_cancel=True,
                 )

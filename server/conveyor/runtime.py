@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -35,17 +36,45 @@ class Runtime:
     webhooks: Webhooks
 
 
+class Shutdown:
+    """How a process is asked to stop: the first request (a signal, the end of input) drains the
+    running jobs for the grace period; a second one (Ctrl-C twice) skips what is left of it."""
+
+    def __init__(self) -> None:
+        self.requested = anyio.Event()
+        self.hurry = anyio.Event()
+
+    def request(self) -> None:
+        if self.requested.is_set():
+            self.hurry.set()
+        self.requested.set()
+
+
 def open_store(settings: Settings) -> SQLiteJobStore:
     if settings.db.startswith(("postgres://", "postgresql://")):
         raise ConfigError("PostgreSQL support is not available yet; use a SQLite file path for --db")
-    return SQLiteJobStore(settings.db, synchronous=settings.sqlite_synchronous)
+    return SQLiteJobStore(
+        settings.db,
+        synchronous=settings.sqlite_synchronous,
+        write_timeout_s=settings.store_write_timeout_seconds,
+    )
 
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, registry: Registry | None = None, run_workers: bool = True
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    run_workers: bool = True,
+    shutdown: Shutdown | None = None,
+    on_submitted: Callable[[], None] | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the store, enter toolkit lifespans, start the engine; undo all of it on exit."""
+    """Open the store, enter toolkit lifespans, start the engine; undo all of it on exit.
+
+    Every runtime follows the changes other processes make to the store. With ``run_workers``
+    it is a worker too: it claims and runs jobs and delivers webhooks, and on exit it drains
+    (running jobs get ``shutdown_grace_seconds`` to finish, less if ``shutdown`` hurries).
+    """
     registry = registry or Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
     executor = Executor(registry, settings.execution_limits())
     events = JobEvents()
@@ -58,14 +87,22 @@ async def open_runtime(
                 executor.bind_toolkit_state(
                     toolkit.name, await stack.enter_async_context(toolkit.lifespan(toolkit))
                 )
-        engine = JobEngine(store, executor, events, settings.engine_config())
         webhooks = await Webhooks.open(store.webhooks, settings.webhook_config())
+        engine = JobEngine(
+            store,
+            executor,
+            events,
+            settings.engine_config(),
+            on_submitted=on_submitted,
+            on_remote_end=store.webhooks.deliveries_added.set,
+        )
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.watch)
             if run_workers:
                 await tg.start(engine.run)
                 await tg.start(webhooks.run)
-            logger.info(
-                "conveyor ready",
+            logger.debug(
+                "runtime open",
                 extra={"action": "runtime.ready", "tools": len(registry), "db": settings.db},
             )
             try:
@@ -73,4 +110,21 @@ async def open_runtime(
                 limiter = RateLimiter(settings.plan_limits())
                 yield Runtime(settings, registry, executor, engine, events, keys, limiter, webhooks)
             finally:
+                if run_workers:
+                    with anyio.CancelScope(shield=True):
+                        hurry = shutdown.hurry if shutdown is not None else None
+                        await engine.drain(settings.shutdown_grace_seconds, hurry=hurry)
                 tg.cancel_scope.cancel()
+
+
+async def stop_on_signals(shutdown: Shutdown) -> None:
+    """Turn SIGINT and SIGTERM into stop requests, for as long as the caller's task group lives."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for number in signals:
+                logger.info(
+                    "stop requested", extra={"action": "process.stop", "signal": signal.Signals(number).name}
+                )
+                shutdown.request()
+    except NotImplementedError:  # pragma: no cover - Windows: Ctrl-C reaches Python as KeyboardInterrupt
+        await anyio.sleep_forever()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -34,6 +35,16 @@ class Settings(BaseModel):
     entry_points: bool = Field(True, description="also load toolkits of the conveyor.toolkits entry points")
     concurrency: int = Field(8, ge=1, le=100_000)
     queues: tuple[str, ...] | None = None
+    worker: Literal["auto", "inline", "off"] = Field(
+        "auto",
+        description="where `serve` runs jobs: inline (this process), off (elsewhere), "
+        "auto (inline over HTTP; over stdio, a local worker that outlives the client)",
+    )
+    worker_idle_exit_seconds: float = Field(300.0, gt=0, description="the local worker exits this idle")
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="how long a stop lets running jobs finish")
+    store_write_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long a request waits for a busy database before STORE_UNAVAILABLE"
+    )
     lease_seconds: float = Field(30.0, gt=0)
     sweep_interval_seconds: float = Field(5.0, gt=0)
     retention_hours: float = Field(24 * 7, gt=0)
@@ -77,6 +88,14 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    def with_secrets(self) -> str:
+        """These settings as JSON, secrets in clear: what a local worker started by this process
+        inherits (through its environment, never a file), so that both run the same way."""
+        values = self.model_dump(mode="python")
+        if self.webhook_secret is not None:
+            values["webhook_secret"] = self.webhook_secret.get_secret_value()
+        return json.dumps(values)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 
 import anyio
 import uvicorn
@@ -32,7 +33,7 @@ from conveyor.http_api.models import JobEvent
 from conveyor.http_api.openapi import build_openapi
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.http_api.stream import stream_job
-from conveyor.runtime import Runtime, open_runtime
+from conveyor.runtime import Runtime, Shutdown, open_runtime
 from conveyor.settings import Settings
 
 logger = logging.getLogger("conveyor.http")
@@ -163,8 +164,17 @@ async def ensure_admin_key(runtime: Runtime) -> None:
 
 class _Server(uvicorn.Server):
     """uvicorn, except that a SIGINT or SIGTERM ends ``serve`` without being raised again after
-    the graceful shutdown: the runtime still closes in order (workers hand their jobs back, the
-    store closes) and the process exits 0, instead of dying by the re-raised signal first."""
+    the graceful shutdown: the runtime still closes in order (running jobs drain, the store
+    closes) and the process exits 0, instead of dying by the re-raised signal first. Each signal
+    is also a stop request to the runtime: the second one hurries its drain."""
+
+    def __init__(self, config: uvicorn.Config, shutdown: Shutdown) -> None:
+        super().__init__(config)
+        self.stop_requests = shutdown
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stop_requests.request()
+        super().handle_exit(sig, frame)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -199,8 +209,10 @@ async def serve_http(settings: Settings) -> None:
     # Listen first: a taken port fails before anything is opened, and clients may connect as
     # soon as the line below is logged (they wait in the backlog until startup ends).
     sock = listen(settings.host, settings.port)
+    shutdown = Shutdown()
     try:
-        async with open_runtime(settings) as runtime:
+        # worker "auto" is "inline" over HTTP: a server process is long-lived.
+        async with open_runtime(settings, run_workers=settings.worker != "off", shutdown=shutdown) as runtime:
             await ensure_admin_key(runtime)
             config = uvicorn.Config(
                 build_app(runtime),
@@ -213,6 +225,6 @@ async def serve_http(settings: Settings) -> None:
             logger.info(
                 "serving HTTP", extra={"action": "http.listening", "host": settings.host, "port": port}
             )
-            await _Server(config).serve(sockets=[sock])
+            await _Server(config, shutdown).serve(sockets=[sock])
     finally:
         sock.close()

@@ -54,8 +54,8 @@ class Metrics:
             self.runs.setdefault(key, Histogram(RUN_BUCKETS)).observe(job.execution_time_ms / 1000)
 
     async def collect_jobs(self, events: JobEvents) -> None:
-        """Runs for the app's lifetime in its task group, watching every job end."""
-        with events.subscribe() as changes:
+        """Runs for the app's lifetime in its task group, watching the ends of the runs this process did."""
+        with events.subscribe(local_only=True) as changes:
             while True:
                 self.observe_job(await changes.next())
 

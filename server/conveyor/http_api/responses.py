@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from conveyor.errors import ConveyorError, RateLimitExceeded
+from conveyor.errors import ConveyorError
 
 
 class JSONResponse(Response):
@@ -28,7 +28,7 @@ def error_body(error: ConveyorError, request_id: str, **extra: Any) -> dict[str,
 
 def error_response(error: ConveyorError, request_id: str, **extra: Any) -> JSONResponse:
     headers = {}
-    if isinstance(error, RateLimitExceeded) and "retry_after" in error.extra:
+    if "retry_after" in error.extra:  # RATE_LIMIT_EXCEEDED, STORE_UNAVAILABLE
         headers["Retry-After"] = str(error.extra["retry_after"])
     if error.http_status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'

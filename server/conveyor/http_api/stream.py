@@ -36,7 +36,7 @@ async def stream_job(request: Request, runtime: Runtime, principal: Principal | 
 
     async def events() -> AsyncIterator[str]:
         try:
-            async for chunk in _event_stream(runtime, job, updates, owner):
+            async for chunk in _event_stream(job, updates):
                 yield chunk
         finally:
             subscribing.__exit__(None, None, None)
@@ -45,26 +45,20 @@ async def stream_job(request: Request, runtime: Runtime, principal: Principal | 
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-async def _event_stream(
-    runtime: Runtime, job: Job, updates: Subscription, owner: str | None
-) -> AsyncIterator[str]:
+async def _event_stream(job: Job, updates: Subscription) -> AsyncIterator[str]:
     number = 1
     yield _event(number, job)
-    last, quiet = job, 0.0
-    recheck = runtime.engine.config.recheck_interval_s
+    last = job
     while not last.status.terminal:
-        with anyio.move_on_after(recheck) as waited:
+        # Changes come from this process's engine, and from others' through the store's watch.
+        with anyio.move_on_after(KEEP_ALIVE_SECONDS) as waited:
             nxt = await updates.next()
         if waited.cancelled_caught:
-            # Safety net for a job run by another process sharing the database.
-            nxt = await runtime.engine.get(last.job_id, owner=owner)
-            if _same(nxt, last):
-                quiet += recheck
-                if quiet >= KEEP_ALIVE_SECONDS:
-                    quiet = 0.0
-                    yield ": keep-alive\n\n"
-                continue
-        number, last, quiet = number + 1, nxt, 0.0
+            yield ": keep-alive\n\n"
+            continue
+        if _same(nxt, last):
+            continue
+        number, last = number + 1, nxt
         yield _event(number, nxt)
 
 
@@ -73,4 +67,9 @@ def _event(number: int, job: Job) -> str:
 
 
 def _same(a: Job, b: Job) -> bool:
-    return a.status == b.status and a.progress == b.progress and a.attempts == b.attempts
+    return (a.status, a.progress, a.attempts, a.cancel_requested_at) == (
+        b.status,
+        b.progress,
+        b.attempts,
+        b.cancel_requested_at,
+    )

@@ -1,7 +1,9 @@
-"""The job engine: submit, run with workers in one task group, cancel, wait, recover.
+"""The job engine: submit, run with workers in one task group, cancel, wait, recover, drain.
 
-Event-driven: a submit wakes a worker, a state change wakes waiters. The only timer is
-the sweeper, a safety net that recovers expired leases and purges old jobs.
+Event-driven: a submit wakes a worker, a state change wakes waiters. Changes other processes
+make to the shared store arrive through the store's change watch and take the same paths (a
+job queued elsewhere wakes a worker here; a cancel asked elsewhere stops the run here). The
+only timer is the sweeper, a safety net that recovers expired leases and purges old jobs.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import builtins
 import heapq
 import logging
+import random
 import secrets
+import threading
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -24,8 +29,10 @@ from conveyor.errors import (
     ErrorCode,
     ExecutionTimeout,
     IdempotencyConflict,
+    Interrupted,
     InvalidArguments,
     JobNotFound,
+    StoreUnavailable,
     WorkerLost,
 )
 from conveyor.events import JobEvents
@@ -38,8 +45,12 @@ from conveyor.toolkit import RetryPolicy, Tool
 
 logger = logging.getLogger("conveyor.jobs")
 
+T = TypeVar("T")
+
 MAX_PAGE = 100
-CLAIM_RETRY_S = 1.0  # after a failed claim (say, a database locked by another process)
+CLAIM_RETRY_S = 0.1  # after a failed claim (say, a database locked by another process)
+CANCEL_WAIT_S = 5.0  # how long a cancel waits for the run to stop before answering the job as it is
+WRITE_RETRY_MAX_S = 1.0  # the longest pause between attempts at a run's write to a busy store
 # A timeout is not retried: the caller chose the limit, and another attempt would only hit it again.
 RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST})
 LOST_JOB_RETRY = RetryPolicy()  # for idempotent tools without a retry policy whose worker vanished
@@ -53,7 +64,6 @@ class EngineConfig:
     sweep_interval_s: float = 5.0
     retention_s: float = 7 * 24 * 3600
     progress_interval_s: float = 0.25
-    recheck_interval_s: float = 2.0  # waiters re-read the store, for jobs run by another process
     allow_private_urls: bool = False  # may a webhook_url name a loopback or private IP address
     worker_id: str = field(default_factory=lambda: f"worker_{secrets.token_hex(6)}")
 
@@ -70,23 +80,48 @@ class _Idle:
 class _Running:
     tool: Tool
     scope: anyio.CancelScope
+    lease_expires_at: int  # epoch ms, as of the last heartbeat that landed
     cancel_requested: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)  # what the tool's ctx checks
     done: anyio.Event = field(default_factory=anyio.Event)
+
+    def request_cancel(self) -> None:
+        """Stop the run: an async tool at once; a sync tool, which no scope can interrupt, when it
+        returns or calls ``ctx.check_cancelled()`` (until then the job shows the cancel pending)."""
+        self.cancel_requested = True
+        self.cancel.set()
+        if self.tool.is_async:
+            self.scope.cancel()
 
 
 class JobEngine:
-    def __init__(self, store: JobStore, executor: Executor, events: JobEvents, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        executor: Executor,
+        events: JobEvents,
+        config: EngineConfig,
+        *,
+        on_submitted: Callable[[], None] | None = None,
+        on_remote_end: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.executor = executor
         self.events = events
         self.config = config
+        self._on_submitted = on_submitted  # a job was committed (the local worker may need starting)
+        self._on_remote_end = on_remote_end  # another process ended a job (its webhooks may be due)
+        self._tools = tuple(tool.wire_name for tool in executor.registry)  # what this worker can run
         # One idle worker is woken per job that becomes claimable: no thundering herd.
         self._idle: deque[_Idle] = deque()
         self._missed_wakes = 0  # wakes that found every worker busy: that many idle turns re-claim
         self._retries_due: list[int] = []  # heap of run_after times of delayed retries (epoch ms)
         self._retry_scheduled = anyio.Event()
         self._running: dict[str, _Running] = {}
+        self._cancels_pending: set[str] = set()  # asked here of jobs this process claimed but has not started
         self._estimates: dict[str, int | None] = {}
+        self._draining = False
+        self._drained = anyio.Event()  # set when draining and nothing runs any more
 
     # -- the front doors' API ------------------------------------------------------------
 
@@ -143,6 +178,8 @@ class JobEngine:
         logger.debug(
             "job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool}
         )
+        if self._on_submitted is not None:
+            self._on_submitted()
         if job.position_in_queue is None:  # a store that does not read it back with the insert
             return await self.get(job.job_id, owner=None)
         return job
@@ -157,21 +194,22 @@ class JobEngine:
     async def wait(self, job_id: str, *, owner: str | None, timeout_s: float) -> Job:
         """The job once it is terminal, or as it is when ``timeout_s`` runs out."""
         with self.events.subscribe(job_id) as updates:
-            job = await self.get(job_id, owner=owner)
-            deadline = anyio.current_time() + max(0.0, timeout_s)
-            while not job.status.terminal:
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    break
-                with anyio.move_on_after(min(remaining, self.config.recheck_interval_s)):
+            job = await self.get(job_id, owner=owner)  # after subscribing: no change falls in between
+            with anyio.move_on_after(max(0.0, timeout_s)):
+                while not job.status.terminal:
                     job = await updates.next()
-                    continue
-                job = await self.get(job_id, owner=owner)
         if job.status is JobStatus.QUEUED:
             return await self.get(job_id, owner=owner)  # a fresh position_in_queue
         return job  # a terminal job was published as its final row
 
     async def cancel(self, job_id: str, *, owner: str | None) -> Job:
+        """Cancel a queued job at once, or stop a running one wherever it runs.
+
+        A running job's cancel is written to the store, where the process running it sees it
+        (at once when that is this one); the answer waits up to ``CANCEL_WAIT_S`` for the run to
+        end. A sync tool ends only when it returns or checks ``ctx.check_cancelled()``: until
+        then the job is answered running, with ``cancel_requested_at``.
+        """
         job = await self.get(job_id, owner=owner)
         if job.status.terminal:
             return job
@@ -186,13 +224,26 @@ class JobEngine:
         tool = self._tool_or_none(job.tool)
         if tool is None or not tool.cancellable:
             raise CannotCancelRunning(job_id=job_id)
-        running = await self._running_here(job_id)
-        if running is None:  # run by another process sharing this database
-            raise CannotCancelRunning("The job is running in another Conveyor process", job_id=job_id)
-        running.cancel_requested = True
-        running.scope.cancel()
-        await running.done.wait()
-        return await self.get(job_id, owner=owner)
+        with self.events.subscribe(job_id) as updates:
+            requested = await self.store.request_cancel(job_id, now=now_ms())
+            if requested is not None:
+                job = requested
+                self._publish(requested)
+            self._cancel_here(job_id)
+            try:
+                with anyio.move_on_after(CANCEL_WAIT_S):
+                    while not job.status.terminal:
+                        job = await updates.next()
+            finally:
+                self._cancels_pending.discard(job_id)
+        return job if job.status.terminal else await self.get(job_id, owner=owner)
+
+    def _cancel_here(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is not None:
+            running.request_cancel()
+        else:  # claimed here a moment ago, maybe: _execute looks at this set once it starts
+            self._cancels_pending.add(job_id)
 
     async def list(
         self,
@@ -212,13 +263,25 @@ class JobEngine:
             owner=owner, status=status, tool=tool, limit=limit, offset=offset, kind=kind
         )
 
-    async def _running_here(self, job_id: str) -> _Running | None:
-        # A worker registers its job a moment after the claim commits; give it that moment.
-        for _ in range(100):
-            if job_id in self._running:
-                return self._running[job_id]
-            await anyio.sleep(0.01)
-        return None
+    # -- changes other processes made ------------------------------------------------------
+
+    async def watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow other processes' changes to the store until cancelled (every process does)."""
+        await self.store.watch_changes(self._on_remote_changes, task_status=task_status)
+
+    def _on_remote_changes(self, jobs: builtins.list[Job]) -> None:
+        ended = False
+        for job in jobs:
+            self.events.publish(job, remote=True)
+            if job.status is JobStatus.QUEUED:
+                self._wake_workers()  # submitted, retried or handed back elsewhere
+            elif job.status is JobStatus.RUNNING:
+                if job.cancel_requested_at is not None and job.lease_owner == self.config.worker_id:
+                    self._cancel_here(job.job_id)
+            else:
+                ended = True
+        if ended and self._on_remote_end is not None:
+            self._on_remote_end()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -235,6 +298,47 @@ class JobEngine:
             tg.start_soon(self._sweeper)
             tg.start_soon(self._poller)
             task_status.started()
+
+    async def drain(self, grace_s: float, *, hurry: anyio.Event | None = None) -> None:
+        """Stop claiming; let the running jobs end for up to ``grace_s`` (less if ``hurry`` is set),
+        then interrupt the rest, each handed back by its ``_execute``, and return when none runs."""
+        self._draining = True
+        while self._idle:  # idle workers wake, see the drain, and end
+            self._idle.popleft().woken.set()
+        if self._running:
+            logger.info(
+                "draining",
+                extra={"action": "worker.draining", "running": len(self._running), "grace_s": grace_s},
+            )
+        with anyio.move_on_after(grace_s):
+            async with anyio.create_task_group() as tg:
+
+                async def hurried() -> None:
+                    if hurry is not None:
+                        await hurry.wait()
+                    else:
+                        await anyio.sleep_forever()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(hurried)
+                await self._until_nothing_runs()
+                tg.cancel_scope.cancel()
+        for running in self._running.values():
+            running.scope.cancel()  # past the grace period: what still runs is interrupted
+        await self._until_nothing_runs()
+
+    async def _until_nothing_runs(self) -> None:
+        if self._running:
+            await self._drained.wait()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def busy(self) -> bool:
+        """Runs are going on in this process."""
+        return bool(self._running)
 
     def _wake_workers(self, *, probe: bool = False) -> None:
         """Wake one idle worker; with every worker busy, the next one to go idle claims again."""
@@ -257,7 +361,7 @@ class JobEngine:
 
     async def _poller(self) -> None:
         """Wakes a worker when a delayed retry falls due, and each sweep interval as a safety net
-        (jobs nobody announced: another process's, or a per-owner limit that lifted)."""
+        (jobs nobody announced: a per-owner limit that lifted, a change watch that missed a beat)."""
         while True:
             scheduled = self._retry_scheduled = anyio.Event()
             wait_s = self.config.sweep_interval_s
@@ -274,7 +378,7 @@ class JobEngine:
 
     async def _worker(self) -> None:
         probe = False
-        while True:
+        while not self._draining:
             # The claim below is shielded and may not block: without this a shutdown would wait
             # for the whole backlog to run. Yielding only when cancelled keeps a busy worker's
             # next claim right behind its finish (a yield let the backlog, and each submit's
@@ -283,8 +387,8 @@ class JobEngine:
             try:
                 job = await self._claim()
             except Exception:  # a locked or full database must not take the server down
-                logger.exception("claim failed", extra={"action": "worker.claim_failed"})
-                await anyio.sleep(CLAIM_RETRY_S)
+                logger.warning("claim failed", exc_info=True, extra={"action": "worker.claim_failed"})
+                await anyio.sleep(CLAIM_RETRY_S * random.uniform(0.5, 1.5))
                 continue
             if job is None:
                 probe = await self._until_woken()
@@ -298,6 +402,8 @@ class JobEngine:
                 logger.exception("worker failed", extra={"action": "worker.failed", "job_id": job.job_id})
 
     async def _claim(self) -> Job | None:
+        if self._draining:
+            return None
         now = now_ms()
         # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
         # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
@@ -305,35 +411,41 @@ class JobEngine:
             job = await self.store.claim_next(
                 worker=self.config.worker_id,
                 queues=self.config.queues,
+                tools=self._tools,
                 now=now,
                 lease_expires_at=now + self.config.lease_ms,
             )
         return job
 
     async def _execute(self, job: Job) -> None:
-        tool = self._tool_or_none(job.tool)
-        if tool is None:
-            await self._finish(job, JobStatus.FAILED, error=_tool_gone(job.tool))
-            return
-        running = _Running(tool=tool, scope=anyio.CancelScope())
+        tool = self.executor.registry.get(job.tool)  # claimed only for a tool this process has
+        lease = job.lease_expires_at or now_ms() + self.config.lease_ms
+        running = _Running(tool=tool, scope=anyio.CancelScope(), lease_expires_at=lease)
         self._running[job.job_id] = running
+        if job.job_id in self._cancels_pending:
+            self._cancels_pending.discard(job.job_id)
+            running.request_cancel()
         self._publish(job)
         logger.debug("job started", extra={"action": "job.started", "job_id": job.job_id, "tool": job.tool})
+        started = not self._draining  # claimed as the drain began: handed back without running
         try:
-            await self._run_to_outcome(job, running)
+            if started:
+                await self._run_to_outcome(job, running)
         finally:
-            # Shutdown cancels the worker mid-job: hand the job back per its retry policy.
+            # Shutdown cancels the worker mid-job: hand the job back, or end it INTERRUPTED.
             with anyio.CancelScope(shield=True):
                 try:
                     if not running.done.is_set():
-                        await self._release_interrupted(job, tool)
+                        await self._hand_back(job, running, started=started)
                 finally:  # even if the store failed: a job left here would hold its lease forever
                     del self._running[job.job_id]
                     running.done.set()
+                    if self._draining and not self._running:
+                        self._drained.set()
 
     async def _run_to_outcome(self, job: Job, running: _Running) -> None:
         async def on_progress(progress: Progress) -> None:
-            await self._save_progress(job, progress)
+            await self._save_progress(job, running, progress)
 
         try:
             with running.scope:
@@ -345,20 +457,26 @@ class JobEngine:
                     progress_interval=self.config.progress_interval_s,
                     job_id=job.job_id,
                     trace_id=job.trace_id,
+                    cancel=running.cancel,
+                    # The engine cancels a non-cancellable run only to stop the process.
+                    shield_uncancellable=False,
                 )
         except ConveyorError as exc:
             if running.cancel_requested:  # the tool failed as the cancel landed: canceled it is
-                await self._finish(job, JobStatus.CANCELED, error=_canceled_error())
+                await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
             else:
                 status = JobStatus.TIMEOUT if isinstance(exc, ExecutionTimeout) else JobStatus.FAILED
-                await self._fail_or_retry(job, running.tool, exc, status)
+                await self._fail_or_retry(job, running, exc, status)
             running.done.set()
             return
-        if running.scope.cancelled_caught or running.cancel_requested:
-            await self._finish(job, JobStatus.CANCELED, error=_canceled_error())
+        if running.cancel_requested:
+            await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
+        elif running.scope.cancelled_caught:
+            return  # the process is stopping: _execute hands the job back
         else:
             await self._finish(
                 job,
+                running,
                 JobStatus.COMPLETED,
                 result=outcome.result,
                 step_results=outcome.step_results,
@@ -367,16 +485,24 @@ class JobEngine:
             self._learn_duration(job.tool, outcome.execution_time_ms)
         running.done.set()
 
-    async def _save_progress(self, job: Job, progress: Progress) -> None:
+    async def _save_progress(self, job: Job, running: _Running, progress: Progress) -> None:
         shape = progress.to_dict()
-        await self.store.save_progress(job.job_id, shape, attempt=job.attempts)
+        await self._landed(
+            job, running, lambda: self.store.save_progress(job.job_id, shape, attempt=job.attempts)
+        )
         self._publish(_with_progress(job, shape))
 
-    async def _fail_or_retry(self, job: Job, tool: Tool, exc: ConveyorError, status: JobStatus) -> None:
-        policy = _retry_policy(tool, job.attempts, exc)
+    async def _fail_or_retry(
+        self, job: Job, running: _Running, exc: ConveyorError, status: JobStatus
+    ) -> None:
+        policy = _retry_policy(running.tool, job.attempts, exc)
         if policy is not None:
             run_after = now_ms() + policy.delay_ms(job.attempts)
-            requeued = await self.store.requeue(job.job_id, attempt=job.attempts, run_after=run_after)
+            requeued = await self._landed(
+                job,
+                running,
+                lambda: self.store.requeue(job.job_id, attempt=job.attempts, run_after=run_after),
+            )
             if requeued is not None:
                 logger.info(
                     "job retried", extra={"action": "job.retry", "job_id": job.job_id, "code": exc.code}
@@ -385,17 +511,38 @@ class JobEngine:
                 heapq.heappush(self._retries_due, run_after)
                 self._retry_scheduled.set()  # the poller wakes a worker when it falls due
                 return
-        await self._finish(job, status, error=exc.to_payload())
+            # Not requeued: a cancel was asked for meanwhile (it wins), or the run is lost (the
+            # fenced finish below then changes nothing).
+            await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
+            return
+        await self._finish(job, running, status, error=exc.to_payload())
 
-    async def _release_interrupted(self, job: Job, tool: Tool) -> None:
-        await self._fail_or_retry(job, tool, WorkerLost(), JobStatus.FAILED)
+    async def _hand_back(self, job: Job, running: _Running, *, started: bool = True) -> None:
+        """The process is stopping mid-run. An idempotent tool's job is queued again, its attempt
+        uncounted; any other had started its tool, so it ends INTERRUPTED rather than run twice."""
+        if running.cancel_requested:
+            await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
+            return
+        if started and not running.tool.annotations.idempotent:
+            await self._finish(job, running, JobStatus.FAILED, error=Interrupted().to_payload())
+            return
+        handed = await self._landed(
+            job, running, lambda: self.store.hand_back(job.job_id, attempt=job.attempts, now=now_ms())
+        )
+        if handed is not None:
+            logger.info("job handed back", extra={"action": "job.handed_back", "job_id": job.job_id})
+            self._publish(handed)
+        else:  # a cancel was asked for meanwhile, or the run is lost (then this changes nothing)
+            await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
 
-    async def _finish(self, job: Job, status: JobStatus, **fields: Any) -> None:
+    async def _finish(self, job: Job, running: _Running | None, status: JobStatus, **fields: Any) -> None:
         if status is not JobStatus.COMPLETED:
             fields.setdefault("execution_time_ms", _elapsed(job))
-        finished = await self.store.finish(
-            job.job_id, attempt=job.attempts, status=status, now=now_ms(), **fields
-        )
+
+        def write() -> Awaitable[Job | None]:
+            return self.store.finish(job.job_id, attempt=job.attempts, status=status, now=now_ms(), **fields)
+
+        finished = await (write() if running is None else self._landed(job, running, write))
         if finished is not None:
             logger.info(
                 "job finished",
@@ -410,19 +557,43 @@ class JobEngine:
             if job.max_concurrent is not None:  # the owner's next job may be under its limit now
                 self._wake_workers(probe=True)
 
+    async def _landed(self, job: Job, running: _Running, write: Callable[[], Awaitable[T]]) -> T | None:
+        """A write of this run, retried through a busy store until it lands or the run's lease
+        is lost (``None`` then: past the lease, the job is any live process's to recover)."""
+        pause = 0.05
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if now_ms() >= running.lease_expires_at:
+                    logger.error(
+                        "run write lost with the lease",
+                        exc_info=exc,
+                        extra={"action": "job.write_lost", "job_id": job.job_id},
+                    )
+                    return None
+                level = logging.INFO if isinstance(exc, StoreUnavailable) else logging.WARNING
+                logger.log(
+                    level, "run write retried", extra={"action": "job.write_retry", "job_id": job.job_id}
+                )
+            await anyio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, WRITE_RETRY_MAX_S)
+
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.config.lease_ms / 3000)
             if not self._running:
                 continue
+            renewed_until = now_ms() + self.config.lease_ms
             try:
                 await self.store.extend_leases(
-                    worker=self.config.worker_id,
-                    job_ids=list(self._running),
-                    lease_expires_at=now_ms() + self.config.lease_ms,
+                    worker=self.config.worker_id, job_ids=list(self._running), lease_expires_at=renewed_until
                 )
             except Exception:  # try again next beat; a lease lasts three of them
-                logger.exception("heartbeat failed", extra={"action": "worker.heartbeat_failed"})
+                logger.warning("heartbeat failed", exc_info=True, extra={"action": "worker.heartbeat_failed"})
+                continue
+            for running in self._running.values():
+                running.lease_expires_at = renewed_until
 
     async def _sweeper(self) -> None:
         while True:
@@ -434,19 +605,35 @@ class JobEngine:
 
     async def sweep(self) -> None:
         """Recover jobs whose worker vanished (expired lease) and purge old finished jobs."""
-        for job in await self.store.expired_leases(now_ms()):
+        now = now_ms()
+        for job in await self.store.expired_leases(now):
             if job.job_id in self._running:
                 continue  # ours and still running (the loop was busy past a heartbeat): not lost
             tool = self._tool_or_none(job.tool)
+            if tool is None and (job.lease_expires_at or 0) > now - self.config.lease_ms:
+                continue  # a process that has the tool will recover it by its retry policy
             logger.warning("job lease expired", extra={"action": "job.lost", "job_id": job.job_id})
             if tool is None:
-                await self._finish(job, JobStatus.FAILED, error=_tool_gone(job.tool))
+                await self._finish(job, None, JobStatus.FAILED, error=WorkerLost().to_payload())
             else:
-                await self._release_interrupted(job, tool)
-        now = now_ms()
+                await self._recover_lost(job, tool)
         purged = await self.store.purge_finished(now - int(self.config.retention_s * 1000), now=now)
         if purged:
             logger.info("purged finished jobs", extra={"action": "jobs.purged", "count": purged})
+
+    async def _recover_lost(self, job: Job, tool: Tool) -> None:
+        """A job whose worker died: retried by the tool's policy if idempotent, else WORKER_LOST."""
+        exc = WorkerLost()
+        policy = _retry_policy(tool, job.attempts, exc)
+        if policy is not None:
+            run_after = now_ms() + policy.delay_ms(job.attempts)
+            requeued = await self.store.requeue(job.job_id, attempt=job.attempts, run_after=run_after)
+            if requeued is not None:
+                self._publish(requeued)
+                heapq.heappush(self._retries_due, run_after)
+                self._retry_scheduled.set()
+                return
+        await self._finish(job, None, JobStatus.FAILED, error=exc.to_payload())
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -500,11 +687,3 @@ def _with_progress(job: Job, progress: dict[str, Any]) -> Job:
 
 def _canceled_error() -> dict[str, Any]:
     return {"code": str(ErrorCode.CANCELED), "message": "Job canceled", "retryable": False}
-
-
-def _tool_gone(tool: str) -> dict[str, Any]:
-    return {
-        "code": str(ErrorCode.TOOL_NOT_FOUND),
-        "message": f"Tool {tool!r} is no longer loaded",
-        "retryable": False,
-    }

@@ -1,11 +1,16 @@
 """Group commit for SQLite: concurrent callers' statements share one transaction and one fsync.
 
-Each store call queues an operation (a function of the sqlite3 connection). A caller that
-finds no batch in flight leads: it runs every queued operation in one transaction, in one trip
-to the connection's thread, then hands the lead to the first caller that queued meanwhile. A
-caller gets its result only after the transaction holding its operation has committed, so
-"committed before it returns" holds for every caller, at one commit per batch instead of one
-per statement. No background task: whoever waits does the work.
+Every statement of the store is an operation (a function of the sqlite3 connection) given to
+``GroupCommit.run``. A caller that finds no batch in flight leads: it takes every queued
+operation to the connection's thread in one trip, runs the reads in one read transaction and
+the writes in one write transaction, then hands the lead to the first caller that queued
+meanwhile. A caller gets its result only after the transaction holding its operation has
+committed, so "committed before it returns" holds for every caller, at one commit per batch
+instead of one per statement. No background task: whoever waits does the work.
+
+Reads and writes of one batch come from callers that were waiting at the same time, so no order
+between them was promised; reads go first, in a deferred transaction that takes no write lock,
+so that another process holding the database's write lock delays only the writes.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any, TypeVar, cast
 
-import aiosqlite
 import anyio
 import anyio.lowlevel
+
+from conveyor.jobs.sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
@@ -26,22 +32,10 @@ Operation = Callable[[sqlite3.Connection], T]
 MAX_BATCH = 1000  # operations per transaction: bounds how long one commit keeps the others waiting
 
 
-async def connect(path: str | Path) -> tuple[aiosqlite.Connection, GroupCommit]:
-    """An aiosqlite connection (autocommit) and a group committer on the same connection."""
-    raw: list[sqlite3.Connection] = []
-
-    def connector() -> sqlite3.Connection:
-        conn = sqlite3.connect(str(path), isolation_level=None)
-        raw.append(conn)
-        return conn
-
-    db = await aiosqlite.Connection(connector, iter_chunk_size=64)
-    return db, GroupCommit(db, raw[0])
-
-
 @dataclass(slots=True, eq=False)
 class _Pending:
     operation: Operation[Any]
+    write: bool
     done: anyio.Event = field(default_factory=anyio.Event)
     finished: bool = False
     result: Any = None
@@ -54,15 +48,18 @@ class _Pending:
 
 
 class GroupCommit:
-    def __init__(self, db: aiosqlite.Connection, raw: sqlite3.Connection) -> None:
-        self._db = db
-        self._raw = raw
+    def __init__(self, thread: SQLiteThread) -> None:
+        self._thread = thread
         self._queue: list[_Pending] = []
         self._leading = False
 
-    async def run(self, operation: Operation[T]) -> T:
-        """Run ``operation`` in a transaction shared with whatever else is queued; committed on return."""
-        pending = _Pending(operation)
+    async def run(self, operation: Operation[T], *, write: bool = True) -> T:
+        """Run ``operation`` in a transaction shared with whatever else is queued; committed on return.
+
+        ``write=False`` promises that the operation only reads: it then runs in a read
+        transaction, which never waits for another process's write lock.
+        """
+        pending = _Pending(operation, write)
         self._queue.append(pending)
         if self._leading:
             # Shielded: a waiter may be promoted to lead, and a lost lead would stall every caller.
@@ -81,12 +78,11 @@ class GroupCommit:
         await anyio.lowlevel.checkpoint()
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         try:
-            # aiosqlite has no public way to run several statements in one trip to its thread;
-            # its own Cursor uses this method, so it is as stable as the package.
-            await self._db._execute(_run_batch, self._raw, batch)  # type: ignore[no-untyped-call]
-        except Exception as exc:  # BEGIN or COMMIT failed, or the connection is gone: all learn it
+            await self._thread.call(partial(run_batch, batch=batch))
+        except Exception as exc:  # the thread is gone (the store closed): all learn it
             for pending in batch:
-                pending.error = exc
+                if not pending.finished:
+                    pending.error = exc
         finally:
             for pending in batch:
                 pending.finished = True
@@ -97,22 +93,53 @@ class GroupCommit:
                 self._leading = False
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-    """On the connection's thread: all operations in one transaction, or each alone if one fails."""
-    conn.execute("BEGIN IMMEDIATE")
+def run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    """On the connection's thread: the reads in one transaction, then the writes in another."""
+    reads = [pending for pending in batch if not pending.write]
+    writes = [pending for pending in batch if pending.write]
+    if reads:
+        _run_reads(conn, reads)
+    if writes:
+        _run_writes(conn, writes)
+
+
+def _run_reads(conn: sqlite3.Connection, reads: list[_Pending]) -> None:
+    conn.execute("BEGIN")  # deferred: a consistent snapshot, and no lock that writers wait for
     try:
-        for pending in batch:
+        for pending in reads:
+            try:
+                pending.result = pending.operation(conn)
+            except Exception as exc:  # a read failing leaves the others' results standing
+                pending.error = exc
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # nothing to keep, and it cannot fail for want of a lock
+
+
+def _run_writes(conn: sqlite3.Connection, writes: list[_Pending]) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # the write lock up front: no deadlock upgrading a read
+    except Exception as exc:  # busy (another process writes) or broken: none of them ran
+        for pending in writes:
+            pending.error = exc
+        return
+    try:
+        for pending in writes:
             pending.result = pending.operation(conn)
     except Exception as exc:
         conn.execute("ROLLBACK")
-        if len(batch) == 1:
-            batch[0].error = exc
+        if len(writes) == 1:
+            writes[0].error = exc
             return
         # One bad operation must not fail the others: rerun each in a transaction of its own.
-        for pending in batch:
+        for pending in writes:
             _run_alone(conn, pending)
         return
-    _commit(conn)
+    try:
+        _commit(conn)
+    except Exception as exc:
+        for pending in writes:
+            pending.result, pending.error = None, exc
 
 
 def _commit(conn: sqlite3.Connection) -> None:
@@ -126,12 +153,16 @@ def _commit(conn: sqlite3.Connection) -> None:
 
 def _run_alone(conn: sqlite3.Connection, pending: _Pending) -> None:
     pending.result = None
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except Exception as exc:
+        pending.error = exc
+        return
     try:
         pending.result = pending.operation(conn)
     except Exception as exc:
         conn.execute("ROLLBACK")
-        pending.error = exc
+        pending.result, pending.error = None, exc
         return
     try:
         _commit(conn)

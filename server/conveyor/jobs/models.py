@@ -81,6 +81,10 @@ class Job:
     kind: JobKind = "job"
     ttl_ms: int | None = None
     max_concurrent: int | None = None  # the owner's plan limit when submitted (the claim honours it)
+    cancel_requested_at: int | None = None  # a cancel asked of the running job, not yet carried out
+    version: int = 0  # the store's change counter when this row was last written
+    lease_owner: str | None = None  # the worker running it
+    lease_expires_at: int | None = None
 
     def to_public(self) -> dict[str, Any]:
         """The seed API's job shape: fields that do not apply to the status are left out."""
@@ -100,6 +104,9 @@ class Job:
         }
         if self.status is JobStatus.QUEUED:
             view["position_in_queue"] = self.position_in_queue
+        if self.status is JobStatus.RUNNING and self.cancel_requested_at is not None:
+            # A sync tool stops only when it returns or checks: until then the cancel is pending.
+            view["cancel_requested_at"] = _seconds(self.cancel_requested_at)
         if self.progress is not None:
             view["progress"] = self.progress
         if self.status is JobStatus.COMPLETED:

@@ -1,115 +1,156 @@
-"""SQLite job store: one connection, WAL, migrations by ``PRAGMA user_version``."""
+"""SQLite job store: one connection on a thread of its own, WAL, migrations by ``PRAGMA user_version``.
+
+Any number of processes may share the database file. Every statement goes through the group
+committer; a write that meets another process's write lock is retried until it commits or
+``write_timeout_s`` runs out (then ``StoreUnavailable``: nothing was committed). Each process
+watches ``PRAGMA data_version`` to learn that another one committed, then reads what changed.
+"""
 
 from __future__ import annotations
 
 import builtins
 import json
+import logging
+import os
+import random
+import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
+import anyio
+import anyio.abc
 
 from conveyor.auth import ApiKey
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
+from conveyor.jobs.sqlite_thread import SQLiteThread
 from conveyor.jobs.sqlite_webhooks import SQLiteWebhookStore
+
+logger = logging.getLogger("conveyor.store")
 
 _JSON_COLUMNS = ("arguments", "progress", "result", "error", "step_results")
 _ROW_FIELDS = frozenset(Job.__dataclass_fields__)
+BUSY_TIMEOUT_MS = 250  # one attempt's wait for the write lock, on the connection's thread
+WATCH_INTERVAL_S = 0.05  # how often data_version is read: changes reach other processes this fast
+CHANGES_PAGE = 500
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Another connection holds the lock this statement needed (any of SQLite's BUSY or LOCKED codes)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in _BUSY_CODES
 
 
 class SQLiteJobStore:
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", write_timeout_s: float = 10.0) -> None:
         self.path = str(path)
+        self.write_timeout_s = write_timeout_s
+        # Stamped on every job this store writes, so its watcher can skip its own changes.
+        self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._synchronous = synchronous
         self._q = load_queries("sqlite")
-        self._db: aiosqlite.Connection | None = None
+        self._thread: SQLiteThread | None = None
         self._group: group_commit.GroupCommit | None = None
         self.webhooks = SQLiteWebhookStore(self._run, self._q)  # same database, same committer
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        thread = SQLiteThread(self._connect, name=f"conveyor-sqlite:{Path(self.path).name}")
         try:
-            # Statements go through one group committer: concurrent callers share transactions.
-            db, self._group = await group_commit.connect(self.path)
-            self._db = db
-            db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute(f"PRAGMA synchronous = {self._synchronous}")
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA foreign_keys = ON")
-            await self._migrate()
-        except sqlite3.Error as exc:
-            # Closed here, or aiosqlite's thread would keep the process alive after the error.
+            await thread.start()
+            self._thread, self._group = thread, group_commit.GroupCommit(thread)
+            await self._run(_migrate)
+        except (sqlite3.Error, StoreUnavailable) as exc:
             await self.close()
             raise ConfigError(f"cannot use {self.path} as Conveyor's database: {exc}") from None
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            # Another process switching a new file to WAL at this very moment; it will be WAL.
+            if not is_busy(exc):
+                raise
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-            self._group = None
+        thread, self._thread, self._group = self._thread, None, None
+        if thread is not None:
+            await thread.close()
 
-    async def _migrate(self) -> None:
-        db = self._conn
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        current = row[0] if row else 0
-        for version, script in load_migrations("sqlite"):
-            if version <= current:
-                continue
-            # executescript commits by itself; the version bump rides in the same script.
-            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+    async def _run(
+        self, operation: group_commit.Operation[group_commit.T], *, write: bool = True
+    ) -> group_commit.T:
+        """Run one operation through the group committer, retrying while another process holds the lock."""
+        deadline: float | None = None
+        delay = 0.002
+        while True:
+            if self._group is None:
+                raise RuntimeError("the job store is not open")
+            try:
+                return await self._group.run(operation, write=write)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+            now = anyio.current_time()
+            deadline = now + self.write_timeout_s if deadline is None else deadline
+            if now >= deadline:
+                logger.warning("database busy", extra={"action": "store.busy", "db": self.path})
+                raise StoreUnavailable(retry_after=1)
+            # Jittered, so that processes that collided do not collide again in step.
+            await anyio.sleep(min(deadline - now, delay * random.uniform(0.5, 1.5)))
+            delay = min(delay * 2, 0.1)
 
-    @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the job store is not open")
-        return self._db
-
-    async def _run(self, operation: group_commit.Operation[group_commit.T]) -> group_commit.T:
-        if self._group is None:
-            raise RuntimeError("the job store is not open")
-        return await self._group.run(operation)
-
-    async def _one(self, query: str, params: dict[str, Any]) -> Job | None:
+    async def _one(self, query: str, params: dict[str, Any], *, write: bool = True) -> Job | None:
         sql = self._q[query]
-        return await self._run(lambda conn: _job_or_none(conn.execute(sql, params).fetchone()))
+        return await self._run(lambda conn: _job_or_none(conn.execute(sql, params).fetchone()), write=write)
 
-    async def _all(self, query: str, params: dict[str, Any]) -> builtins.list[Job]:
+    async def _all(self, query: str, params: dict[str, Any], *, write: bool = True) -> builtins.list[Job]:
         sql = self._q[query]
-        return await self._run(lambda conn: [_to_job(row) for row in conn.execute(sql, params)])
+        return await self._run(lambda conn: [_to_job(row) for row in conn.execute(sql, params)], write=write)
 
     async def _scalar(self, query: str, params: dict[str, Any]) -> Any:
         sql = self._q[query]
-        return await self._run(lambda conn: _first_column(conn.execute(sql, params).fetchone()))
+        return await self._run(lambda conn: _first_column(conn.execute(sql, params).fetchone()), write=False)
 
     async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
         sql = self._q[query]
         return await self._run(lambda conn: conn.execute(sql, params).rowcount)
 
+    def _stamped(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "origin": self.origin}
+
     async def insert(self, job: NewJob) -> Job | None:
-        params = {
-            "job_id": job.job_id,
-            "tool": job.tool,
-            "arguments": json.dumps(job.arguments),
-            "owner": job.owner,
-            "queue": job.queue,
-            "created_at": job.created_at,
-            "idempotency_key": job.idempotency_key,
-            "trace_id": job.trace_id,
-            "timeout_ms": job.timeout_ms,
-            "webhook_url": job.webhook_url,
-            "estimated_duration_ms": job.estimated_duration_ms,
-            "max_concurrent": job.max_concurrent,
-            "kind": job.kind,
-            "ttl_ms": job.ttl_ms,
-        }
+        params = self._stamped(
+            {
+                "job_id": job.job_id,
+                "tool": job.tool,
+                "arguments": json.dumps(job.arguments),
+                "owner": job.owner,
+                "queue": job.queue,
+                "created_at": job.created_at,
+                "idempotency_key": job.idempotency_key,
+                "trace_id": job.trace_id,
+                "timeout_ms": job.timeout_ms,
+                "webhook_url": job.webhook_url,
+                "estimated_duration_ms": job.estimated_duration_ms,
+                "max_concurrent": job.max_concurrent,
+                "kind": job.kind,
+                "ttl_ms": job.ttl_ms,
+            }
+        )
         insert_sql, get_sql = self._q["insert_job"], self._q["get_job"]
 
         def insert_and_read(conn: sqlite3.Connection) -> Job | None:
@@ -121,10 +162,11 @@ class SQLiteJobStore:
         return await self._run(insert_and_read)
 
     async def get(self, job_id: str) -> Job | None:
-        return await self._one("get_job", {"job_id": job_id})
+        return await self._one("get_job", {"job_id": job_id}, write=False)
 
     async def get_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        return await self._one("get_job_by_idempotency_key", {"owner": owner, "idempotency_key": key})
+        params = {"owner": owner, "idempotency_key": key}
+        return await self._one("get_job_by_idempotency_key", params, write=False)
 
     async def list(
         self,
@@ -147,20 +189,34 @@ class SQLiteJobStore:
             if owner is None
             else ("list_jobs_of_owner", "count_jobs_of_owner")
         )
-        jobs = await self._all(listing, {**params, "limit": limit, "offset": offset})
-        total = await self._scalar(counting, params)
-        return jobs, int(total or 0)
+        list_sql, count_sql = self._q[listing], self._q[counting]
+
+        def page_and_total(conn: sqlite3.Connection) -> tuple[builtins.list[Job], int]:
+            # One read transaction: the page and the total describe the same moment.
+            jobs = [
+                _to_job(row) for row in conn.execute(list_sql, {**params, "limit": limit, "offset": offset})
+            ]
+            return jobs, int(conn.execute(count_sql, params).fetchone()[0] or 0)
+
+        return await self._run(page_and_total, write=False)
 
     async def claim_next(
-        self, *, worker: str, queues: Sequence[str] | None, now: int, lease_expires_at: int
+        self,
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        tools: Sequence[str],
+        now: int,
+        lease_expires_at: int,
     ) -> Job | None:
         params = {
             "worker": worker,
             "queues": json.dumps(list(queues)) if queues else None,
+            "tools": json.dumps(list(tools)),
             "now": now,
             "lease_expires_at": lease_expires_at,
         }
-        return await self._one("claim_next_job", params)
+        return await self._one("claim_next_job", self._stamped(params))
 
     async def next_run_after(self, queues: Sequence[str] | None) -> int | None:
         value = await self._scalar("next_run_after", {"queues": json.dumps(list(queues)) if queues else None})
@@ -176,7 +232,7 @@ class SQLiteJobStore:
 
     async def save_progress(self, job_id: str, progress: dict[str, Any], *, attempt: int) -> None:
         params = {"job_id": job_id, "progress": json.dumps(progress), "attempt": attempt}
-        await self._rowcount("save_progress", params)
+        await self._rowcount("save_progress", self._stamped(params))
 
     async def finish(
         self,
@@ -203,7 +259,15 @@ class SQLiteJobStore:
         return await self._terminal("finish_job", params)
 
     async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None:
-        return await self._one("requeue_job", {"job_id": job_id, "attempt": attempt, "run_after": run_after})
+        params = {"job_id": job_id, "attempt": attempt, "run_after": run_after}
+        return await self._one("requeue_job", self._stamped(params))
+
+    async def hand_back(self, job_id: str, *, attempt: int, now: int) -> Job | None:
+        params = {"job_id": job_id, "attempt": attempt, "now": now}
+        return await self._one("hand_back_job", self._stamped(params))
+
+    async def request_cancel(self, job_id: str, *, now: int) -> Job | None:
+        return await self._one("request_cancel", self._stamped({"job_id": job_id, "now": now}))
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
         return await self._terminal(
@@ -213,7 +277,7 @@ class SQLiteJobStore:
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
         """A terminal write and its webhook deliveries (the outbox) in one transaction: a crash
         loses no delivery of a committed end, and a write that did not commit has none."""
-        sql, enqueue = self._q[query], self.webhooks.enqueue
+        sql, enqueue, params = self._q[query], self.webhooks.enqueue, self._stamped(params)
 
         def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
             job = _job_or_none(conn.execute(sql, params).fetchone())
@@ -225,11 +289,11 @@ class SQLiteJobStore:
         return job
 
     async def expired_leases(self, now: int) -> builtins.list[Job]:
-        return await self._all("expired_leases", {"now": now})
+        return await self._all("expired_leases", {"now": now}, write=False)
 
     async def recent_durations(self, tool: str) -> builtins.list[int]:
-        async with self._conn.execute(self._q["recent_durations"], {"tool": tool}) as cursor:
-            rows = await cursor.fetchall()
+        sql = self._q["recent_durations"]
+        rows = await self._run(lambda conn: conn.execute(sql, {"tool": tool}).fetchall(), write=False)
         return [int(row[0]) for row in rows if row[0] is not None]
 
     async def purge_finished(self, before: int, *, now: int) -> int:
@@ -238,12 +302,53 @@ class SQLiteJobStore:
     async def queue_depth(self) -> int:
         return int(await self._scalar("queue_depth", {}) or 0)
 
+    async def active_count(self) -> int:
+        return int(await self._scalar("active_count", {}) or 0)
+
     async def count_by_status(self) -> dict[JobStatus, int]:
-        async with self._conn.execute(self._q["count_jobs_by_status"]) as cursor:
-            rows = await cursor.fetchall()
+        sql = self._q["count_jobs_by_status"]
+        rows = await self._run(lambda conn: conn.execute(sql).fetchall(), write=False)
         counts = dict.fromkeys(JobStatus, 0)
         counts.update({JobStatus(row["status"]): int(row["n"]) for row in rows})
         return counts
+
+    # -- changes made by other processes ------------------------------------------------------
+
+    async def watch_changes(
+        self,
+        on_change: Callable[[builtins.list[Job]], None],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``on_change`` with the jobs other processes changed, oldest change first, until cancelled.
+
+        SQLite tells a connection that others committed through ``PRAGMA data_version``; one
+        cheap read of it per tick, and the jobs table only when it moved.
+        """
+        data_version, seen = await self._run(_change_marks, write=False)
+        task_status.started()
+        while True:
+            await anyio.sleep(WATCH_INTERVAL_S)
+            try:
+                current = await self._run(_data_version, write=False)
+                if current == data_version:
+                    continue
+                data_version = current
+                more = True
+                while more:
+                    changed, seen, more = await self._run(partial(self._changes_since, seen), write=False)
+                    if changed:
+                        on_change(changed)
+            except Exception:  # a read failed (the disk?): look again next tick
+                logger.exception("change watch failed", extra={"action": "store.watch_failed"})
+
+    def _changes_since(self, since: int, conn: sqlite3.Connection) -> tuple[builtins.list[Job], int, bool]:
+        params = {"since": since, "origin": self.origin, "limit": CHANGES_PAGE}
+        changed = [_to_job(row) for row in conn.execute(self._q["jobs_changed_since"], params)]
+        if len(changed) == CHANGES_PAGE:
+            return changed, changed[-1].version, True
+        # Past our own writes too: the next look starts after everything committed so far.
+        return changed, int(conn.execute(self._q["last_version"]).fetchone()[0]), False
 
     # -- API keys (the same database holds them) ----------------------------------------------
 
@@ -256,27 +361,61 @@ class SQLiteJobStore:
             "plan": key.plan,
             "created_at": key.created_at,
         }
-        await self._conn.execute(self._q["insert_api_key"], params)
+        await self._rowcount("insert_api_key", params)
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
-        async with self._conn.execute(self._q["find_api_key"], {"key_hash": key_hash}) as cursor:
-            row = await cursor.fetchone()
+        sql = self._q["find_api_key"]
+        row = await self._run(lambda conn: conn.execute(sql, {"key_hash": key_hash}).fetchone(), write=False)
         return _to_key(row) if row is not None else None
 
     async def list_api_keys(self) -> builtins.list[ApiKey]:
-        async with self._conn.execute(self._q["list_api_keys"]) as cursor:
-            rows = await cursor.fetchall()
+        sql = self._q["list_api_keys"]
+        rows = await self._run(lambda conn: conn.execute(sql).fetchall(), write=False)
         return [_to_key(row) for row in rows]
 
     async def revoke_api_key(self, key_id: str, *, now: int) -> bool:
-        cursor = await self._conn.execute(self._q["revoke_api_key"], {"key_id": key_id, "now": now})
-        return cursor.rowcount > 0
+        return await self._rowcount("revoke_api_key", {"key_id": key_id, "now": now}) > 0
 
     async def count_active_api_keys(self) -> int:
         return int(await self._scalar("count_active_api_keys", {}) or 0)
 
 
-def _to_key(row: aiosqlite.Row) -> ApiKey:
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations this database has not had, in the caller's write transaction: the
+    write lock taken up front makes two processes starting at once apply each migration once."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for version, script in load_migrations("sqlite"):
+        if version <= current:
+            continue
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+
+
+def _statements(script: str) -> builtins.list[str]:
+    """A script's statements, one by one (``executescript`` would commit the caller's transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in pending.splitlines()
+    ):
+        statements.append(pending.strip())
+    return statements
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _change_marks(conn: sqlite3.Connection) -> tuple[int, int]:
+    return _data_version(conn), int(conn.execute(load_queries("sqlite")["last_version"]).fetchone()[0])
+
+
+def _to_key(row: sqlite3.Row) -> ApiKey:
     return ApiKey(
         key_id=row["key_id"],
         name=row["name"],
@@ -295,7 +434,7 @@ def _first_column(row: sqlite3.Row | None) -> Any:
     return row[0] if row is not None else None
 
 
-def _to_job(row: aiosqlite.Row) -> Job:
+def _to_job(row: sqlite3.Row) -> Job:
     values = {name: row[index] for index, name in _layout(tuple(row.keys()))}
     for column in _JSON_COLUMNS:
         if values.get(column) is not None:

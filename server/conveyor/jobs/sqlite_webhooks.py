@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 class Runner(Protocol):
-    def __call__(self, operation: Operation[T], /) -> Awaitable[T]: ...
+    def __call__(self, operation: Operation[T], /, *, write: bool = True) -> Awaitable[T]: ...
 
 
 class SQLiteWebhookStore:
@@ -84,7 +84,9 @@ class SQLiteWebhookStore:
 
     async def list_webhooks(self, owner: str) -> builtins.list[Webhook]:
         sql = self._q["list_webhooks_of_owner"]
-        return await self._run(lambda conn: [_to_webhook(row) for row in conn.execute(sql, {"owner": owner})])
+        return await self._run(
+            lambda conn: [_to_webhook(row) for row in conn.execute(sql, {"owner": owner})], write=False
+        )
 
     async def delete_webhook(self, webhook_id: str, *, owner: str) -> bool:
         sql, params = self._q["delete_webhook"], {"webhook_id": webhook_id, "owner": owner}
@@ -146,13 +148,13 @@ class SQLiteWebhookStore:
 
     async def next_due(self) -> int | None:
         sql = self._q["next_delivery_due"]
-        value = await self._run(lambda conn: conn.execute(sql).fetchone()[0])
+        value = await self._run(lambda conn: conn.execute(sql).fetchone()[0], write=False)
         return None if value is None else int(value)
 
     async def deliveries_of_job(self, job_id: str) -> builtins.list[Delivery]:
         sql = self._q["deliveries_of_job"]
         return await self._run(
-            lambda conn: [_to_delivery(row) for row in conn.execute(sql, {"job_id": job_id})]
+            lambda conn: [_to_delivery(row) for row in conn.execute(sql, {"job_id": job_id})], write=False
         )
 
     async def purge_settled(self, before: int) -> int:

@@ -1,15 +1,25 @@
-"""The job store protocol: everything the engine asks of a database, and nothing more."""
+"""The job store protocol: everything the engine asks of a database, and nothing more.
+
+Many processes may share one store. A write that cannot get through (the database is busy)
+raises ``StoreUnavailable`` after the store's own retries, having committed nothing; every
+write of a job's run is fenced by its attempt number.
+"""
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+import anyio
+import anyio.abc
 
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 
 
 class JobStore(Protocol):
+    origin: str  # this store's stamp on the jobs it writes
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -34,8 +44,16 @@ class JobStore(Protocol):
     ) -> tuple[builtins.list[Job], int]: ...
 
     async def claim_next(
-        self, *, worker: str, queues: Sequence[str] | None, now: int, lease_expires_at: int
-    ) -> Job | None: ...
+        self,
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        tools: Sequence[str],
+        now: int,
+        lease_expires_at: int,
+    ) -> Job | None:
+        """Start the oldest due job of ``queues`` whose tool is one of ``tools``; ``None`` if there is none."""
+        ...
 
     async def next_run_after(self, queues: Sequence[str] | None) -> int | None: ...
 
@@ -66,11 +84,29 @@ class JobStore(Protocol):
 
     async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None: ...
 
+    async def hand_back(self, job_id: str, *, attempt: int, now: int) -> Job | None:
+        """Queue a running job again at once without counting its attempt (a clean shutdown)."""
+        ...
+
+    async def request_cancel(self, job_id: str, *, now: int) -> Job | None:
+        """Mark a running job for cancellation; whichever process runs it sees the change."""
+        ...
+
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
         """Cancel a job that is still queued, with its webhook deliveries, as ``finish`` does."""
         ...
 
     async def expired_leases(self, now: int) -> builtins.list[Job]: ...
+
+    async def watch_changes(
+        self,
+        on_change: Callable[[builtins.list[Job]], None],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Until cancelled, tell ``on_change`` of the jobs other processes changed (SQLite: a
+        ``PRAGMA data_version`` watch; PostgreSQL: LISTEN/NOTIFY), oldest change first."""
+        ...
 
     async def recent_durations(self, tool: str) -> builtins.list[int]: ...
 
@@ -79,6 +115,10 @@ class JobStore(Protocol):
         ...
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...
+
+    async def active_count(self) -> int:
+        """Queued and running jobs; cheap (indexes)."""
+        ...
 
     async def queue_depth(self) -> int:
         """Queued jobs; cheap (an index), unlike count_by_status."""

@@ -1,10 +1,10 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
                   idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent,
-                  kind, ttl_ms)
+                  kind, ttl_ms, version, changed_by)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
         :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent,
-        :kind, :ttl_ms)
+        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *, NULL AS position_in_queue;
 
@@ -63,14 +63,21 @@ WHERE (:status IS NULL OR status = :status)
 -- name: queue_depth
 SELECT COUNT(*) FROM jobs WHERE status = 'queued';
 
+-- name: active_count
+-- Two partial indexes answer it: never a scan of the finished jobs.
+SELECT (SELECT COUNT(*) FROM jobs WHERE status = 'queued') + (SELECT COUNT(*) FROM jobs WHERE status = 'running');
+
 -- name: claim_next_job
 UPDATE jobs
 SET status = 'running', started_at = :now, attempts = attempts + 1,
-    lease_owner = :worker, lease_expires_at = :lease_expires_at
+    lease_owner = :worker, lease_expires_at = :lease_expires_at,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 WHERE seq = (
     SELECT j.seq FROM jobs j
     WHERE j.status = 'queued' AND j.run_after <= :now
       AND (:queues IS NULL OR j.queue IN (SELECT value FROM json_each(:queues)))
+      -- a worker claims only the tools it has loaded
+      AND j.tool IN (SELECT value FROM json_each(:tools))
       -- an owner at their plan's concurrency limit waits; other owners' jobs go ahead
       AND (j.max_concurrent IS NULL
            OR (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.owner = j.owner) < j.max_concurrent)
@@ -89,13 +96,17 @@ WHERE status = 'running' AND lease_owner = :worker
   AND job_id IN (SELECT value FROM json_each(:job_ids));
 
 -- name: save_progress
-UPDATE jobs SET progress = :progress WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt;
+UPDATE jobs
+SET progress = :progress,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
+WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt;
 
 -- name: finish_job
 UPDATE jobs
 SET status = :status, completed_at = :now, result = :result, error = :error,
     step_results = :step_results, execution_time_ms = :execution_time_ms,
-    lease_owner = NULL, lease_expires_at = NULL
+    lease_owner = NULL, lease_expires_at = NULL,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 -- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.
 WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
 RETURNING *, NULL AS position_in_queue;
@@ -103,13 +114,33 @@ RETURNING *, NULL AS position_in_queue;
 -- name: requeue_job
 UPDATE jobs
 SET status = 'queued', run_after = :run_after, started_at = NULL, progress = NULL,
-    lease_owner = NULL, lease_expires_at = NULL
-WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
+    lease_owner = NULL, lease_expires_at = NULL,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
+-- A job whose cancel was asked for is not run again: the engine ends it canceled instead.
+WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt AND cancel_requested_at IS NULL
+RETURNING *, NULL AS position_in_queue;
+
+-- name: hand_back_job
+-- A clean shutdown hands a running job back: queued again at its old place, the attempt uncounted.
+UPDATE jobs
+SET status = 'queued', attempts = attempts - 1, run_after = :now, started_at = NULL, progress = NULL,
+    lease_owner = NULL, lease_expires_at = NULL,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
+WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt AND cancel_requested_at IS NULL
+RETURNING *, NULL AS position_in_queue;
+
+-- name: request_cancel
+-- Asks whichever process runs the job to cancel it; its change watcher sees this write.
+UPDATE jobs
+SET cancel_requested_at = :now,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
+WHERE job_id = :job_id AND status = 'running' AND cancel_requested_at IS NULL
 RETURNING *, NULL AS position_in_queue;
 
 -- name: cancel_queued_job
 UPDATE jobs
-SET status = 'canceled', completed_at = :now, error = :error
+SET status = 'canceled', completed_at = :now, error = :error,
+    version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 WHERE job_id = :job_id AND status = 'queued'
 RETURNING *, NULL AS position_in_queue;
 
@@ -125,9 +156,21 @@ LIMIT 20;
 
 -- name: purge_finished
 -- Finished jobs past retention, and finished tasks past the ttl their client asked for.
+-- The newest row stays, whatever its age: versions count on from it, and are never reused.
 DELETE FROM jobs
 WHERE completed_at IS NOT NULL
-  AND (completed_at < :before OR (ttl_ms IS NOT NULL AND created_at + ttl_ms < :now));
+  AND (completed_at < :before OR (ttl_ms IS NOT NULL AND created_at + ttl_ms < :now))
+  AND version < (SELECT MAX(version) FROM jobs);
+
+-- name: jobs_changed_since
+-- What other processes changed since this one's watcher last looked, oldest change first.
+SELECT *, NULL AS position_in_queue FROM jobs
+WHERE version > :since AND changed_by IS NOT :origin
+ORDER BY version
+LIMIT :limit;
+
+-- name: last_version
+SELECT IFNULL(MAX(version), 0) FROM jobs;
 
 -- name: count_jobs_by_status
 SELECT status, COUNT(*) AS n FROM jobs GROUP BY status;
