@@ -1,9 +1,11 @@
-"""``conveyor serve --http`` as a real subprocess, the way a reader starts it, for tests that drive it
-from outside (the examples, the MCP Inspector).
+"""``conveyor serve --http`` and ``conveyor worker`` as real subprocesses, the way a reader starts
+them, for tests that drive them from outside (the examples, the MCP Inspector, many processes).
 
-It listens on a free port (``--port 0``); the admin key is read from the one notice the server
-prints to stderr on its first start, and the port from its "serving HTTP" log line. It is stopped
-with a signal, as a terminal or a process manager would stop it, and must then exit 0.
+A server listens on a free port (``--port 0``); the admin key is read from the one notice the
+server prints to stderr on its first start (or given, for a second server on the same database),
+and the port from its "serving HTTP" log line. A worker is ready at its "worker ready" line.
+Each is stopped with a signal, as a terminal or a process manager would stop it, and must then
+exit 0.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 KEY = re.compile(r"^\s+(cvk_[A-Za-z0-9_-]+)\s*$")
 LISTENING = re.compile(r"action=http\.listening .*\bport=(\d+)")
+WORKER_READY = re.compile(r"action=worker\.ready ")
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Served:
     url: str
     key: str
     stderr: list[str] = field(default_factory=list)
+    process: Process | None = None
 
 
 def server_env() -> dict[str, str]:
@@ -39,35 +44,101 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def env_with_testkit(**settings: str) -> dict[str, str]:
+    """The tests' own toolkit importable and loaded, plus ``CONVEYOR_*`` settings."""
+    env = {
+        "PYTHONPATH": str(REPO),
+        "CONVEYOR_TOOLKITS": "conveyor_toolkits.demo:toolkit,tests.toolkits:toolkit",
+        "CONVEYOR_SQLITE_SYNCHRONOUS": "NORMAL",
+        "CONVEYOR_PROGRESS_INTERVAL_SECONDS": "0",
+    }
+    env.update({f"CONVEYOR_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
 @asynccontextmanager
-async def conveyor_http(tmp_path: Path, stop: signal.Signals) -> AsyncIterator[Served]:
+async def conveyor_http(
+    tmp_path: Path,
+    stop: signal.Signals,
+    *args: str,
+    env: dict[str, str] | None = None,
+    key: str | None = None,
+    db: Path | None = None,
+) -> AsyncIterator[Served]:
+    """``conveyor serve --http`` on ``db`` (default ``tmp_path/conveyor.db``) with ``args``; ``key``
+    when the database has one already (then no key is printed)."""
     command = [sys.executable, "-m", "conveyor", "serve", "--http", "--port", "0"]
-    command += ["--db", str(tmp_path / "conveyor.db")]
+    command += ["--db", str(db or tmp_path / "conveyor.db"), *args]
+
+    async def listening(lines: BufferedByteReceiveStream, seen: list[str]) -> Served:
+        return await _wait_until_listening(lines, seen, key)
+
+    async with _running(command, tmp_path, stop, env, listening) as served:
+        yield served
+
+
+@asynccontextmanager
+async def conveyor_worker(
+    tmp_path: Path,
+    stop: signal.Signals,
+    *args: str,
+    env: dict[str, str] | None = None,
+    db: Path | None = None,
+) -> AsyncIterator[Served]:
+    """``conveyor worker`` on ``db`` with ``args``, once it is ready to claim jobs."""
+    command = [sys.executable, "-m", "conveyor", "worker", "--db", str(db or tmp_path / "conveyor.db"), *args]
+
+    async def ready(lines: BufferedByteReceiveStream, seen: list[str]) -> Served:
+        while not WORKER_READY.search(await _line(lines, seen, "the worker exited before it was ready")):
+            pass
+        return Served("", "", seen)
+
+    async with _running(command, tmp_path, stop, env, ready) as served:
+        yield served
+
+
+@asynccontextmanager
+async def _running(
+    command: list[str],
+    cwd: Path,
+    stop: signal.Signals,
+    env: dict[str, str] | None,
+    until_ready: Callable[[BufferedByteReceiveStream, list[str]], Awaitable[Served]],
+) -> AsyncIterator[Served]:
     process = await anyio.open_process(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=server_env(), cwd=tmp_path
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        env={**server_env(), **(env or {})},
+        cwd=cwd,
     )
+    seen: list[str] = []
     async with process, anyio.create_task_group() as tg:
         assert process.stderr is not None
         lines = BufferedByteReceiveStream(process.stderr)
         try:
             with anyio.fail_after(20):
-                served = await _wait_until_listening(lines)
-            tg.start_soon(_drain, lines, served.stderr)  # a full pipe would stall the server
+                served = await until_ready(lines, seen)
+            served.process = process
+            tg.start_soon(_drain, lines, seen)  # a full pipe would stall the process
             yield served
         finally:
             await _stop(process, stop)
-    assert process.returncode == 0, "".join(served.stderr)
+    assert process.returncode == 0, "".join(seen)
 
 
-async def _wait_until_listening(lines: BufferedByteReceiveStream) -> Served:
-    seen: list[str] = []
-    key = None
+async def _line(lines: BufferedByteReceiveStream, seen: list[str], exited: str) -> str:
+    try:
+        line = (await lines.receive_until(b"\n", 1 << 16)).decode()
+    except (anyio.EndOfStream, anyio.IncompleteRead):
+        raise AssertionError(exited + ":\n" + "\n".join(seen)) from None
+    seen.append(line)
+    return line
+
+
+async def _wait_until_listening(lines: BufferedByteReceiveStream, seen: list[str], key: str | None) -> Served:
     while True:
-        try:
-            line = (await lines.receive_until(b"\n", 1 << 16)).decode()
-        except (anyio.EndOfStream, anyio.IncompleteRead):
-            raise AssertionError("the server exited before listening:\n" + "\n".join(seen)) from None
-        seen.append(line)
+        line = await _line(lines, seen, "the server exited before listening")
         if found := KEY.match(line):
             key = found[1]
         if (listening := LISTENING.search(line)) and key is not None:

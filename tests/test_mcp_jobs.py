@@ -109,8 +109,12 @@ async def test_tools_list_has_every_meta_tool_with_input_and_output_schemas(clie
     assert listed["jobs_cancel"].input_schema["required"] == ["job_id"]
 
 
-async def test_every_registry_tool_can_be_called_directly(client: Client, runtime: Runtime) -> None:
+async def test_every_registry_tool_can_be_called_directly(
+    client: Client, runtime: Runtime, tmp_path: Path
+) -> None:
     toolkits.release.set()  # the hold tools return at once
+    toolkits.reset_sync()
+    toolkits.sync_release.set()
     key = secrets.token_hex(8)
     # tool -> (arguments, expected text, or an error code)
     expected: dict[str, tuple[dict[str, Any], str | None, str | None]] = {
@@ -129,6 +133,10 @@ async def test_every_registry_tool_can_be_called_directly(client: Client, runtim
         "testkit_thread_ident": ({}, None, None),
         "testkit_quick": ({}, "quick", None),
         "testkit_sleep_uncancellable": ({"seconds": 0}, "slept", None),
+        "testkit_sync_checking": ({}, "released", None),
+        "testkit_sync_unchecking": ({}, "released", None),
+        "testkit_record_run": ({"directory": str(tmp_path), "key": "k"}, "k", None),
+        "testkit_nap": ({"seconds": 0}, "rested", None),
     }
     task_only = {"testkit_long"}  # a direct call of a task-required tool is a protocol error
     listed = {tool.name for tool in (await client.list_tools()).tools} - META_TOOLS
@@ -152,8 +160,10 @@ async def test_every_registry_tool_can_be_called_directly(client: Client, runtim
     assert text_of(again) == "2"
 
 
-async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtime) -> None:
+async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtime, tmp_path: Path) -> None:
     toolkits.release.set()
+    toolkits.reset_sync()
+    toolkits.sync_release.set()
     samples: dict[str, dict[str, Any]] = {
         "demo_echo": {"text": "hi"},
         "demo_sleep": {"seconds": 0, "steps": 1},
@@ -164,6 +174,8 @@ async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtim
         "testkit_flaky": {"key": secrets.token_hex(8)},
         "testkit_long": {"seconds": 0},
         "testkit_sleep_uncancellable": {"seconds": 0},
+        "testkit_record_run": {"directory": str(tmp_path), "key": "k"},
+        "testkit_nap": {"seconds": 0},
     }
     samples.update({tool.wire_name: {} for tool in runtime.registry if tool.wire_name not in samples})
     for name, arguments in samples.items():

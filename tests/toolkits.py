@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
+from pathlib import Path
 
 import anyio
 
@@ -120,3 +122,51 @@ def sleep_uncancellable(seconds: float) -> str:
     """A sync tool that may not be interrupted: only its timeout stops the wait for it."""
     time.sleep(seconds)
     return "slept"
+
+
+# -- sync tools and cancellation (test_shared_store.py) ----------------------------------
+
+sync_started = threading.Event()
+sync_release = threading.Event()
+
+
+def reset_sync() -> None:
+    global sync_started, sync_release
+    sync_started = threading.Event()
+    sync_release = threading.Event()
+
+
+@toolkit.tool
+def sync_checking(ctx: ToolContext) -> str:
+    """A sync tool that runs until cancelled (or released): it checks for a cancel between short steps."""
+    sync_started.set()
+    while not sync_release.is_set():
+        ctx.check_cancelled()
+        time.sleep(0.005)
+    return "released"
+
+
+@toolkit.tool
+def sync_unchecking() -> str:
+    """A sync tool that never checks for cancellation: it returns when the test releases it."""
+    sync_started.set()
+    sync_release.wait(30)
+    return "released"
+
+
+# -- many processes (test_processes.py) --------------------------------------------------
+
+
+@toolkit.tool(open_world=False)
+def record_run(directory: str, key: str) -> str:
+    """Record this run as a file of its own (key, process, a random part), so a test counts runs."""
+    (Path(directory) / f"{key}.{os.getpid()}.{secrets.token_hex(4)}").write_text("")
+    return key
+
+
+@toolkit.tool
+async def nap(ctx: ToolContext, seconds: float) -> str:
+    """Sleep, as a tool that is neither idempotent nor quick would; reports that it started."""
+    ctx.report_progress(0, 1, "napping")
+    await anyio.sleep(seconds)
+    return "rested"

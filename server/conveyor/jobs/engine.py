@@ -49,7 +49,6 @@ T = TypeVar("T")
 
 MAX_PAGE = 100
 CLAIM_RETRY_S = 0.1  # after a failed claim (say, a database locked by another process)
-CANCEL_WAIT_S = 5.0  # how long a cancel waits for the run to stop before answering the job as it is
 WRITE_RETRY_MAX_S = 1.0  # the longest pause between attempts at a run's write to a busy store
 # A timeout is not retried: the caller chose the limit, and another attempt would only hit it again.
 RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST})
@@ -64,6 +63,9 @@ class EngineConfig:
     sweep_interval_s: float = 5.0
     retention_s: float = 7 * 24 * 3600
     progress_interval_s: float = 0.25
+    cancel_wait_s: float = (
+        5.0  # how long a cancel waits for the run to stop before answering the job as it is
+    )
     allow_private_urls: bool = False  # may a webhook_url name a loopback or private IP address
     worker_id: str = field(default_factory=lambda: f"worker_{secrets.token_hex(6)}")
 
@@ -206,7 +208,7 @@ class JobEngine:
         """Cancel a queued job at once, or stop a running one wherever it runs.
 
         A running job's cancel is written to the store, where the process running it sees it
-        (at once when that is this one); the answer waits up to ``CANCEL_WAIT_S`` for the run to
+        (at once when that is this one); the answer waits up to ``cancel_wait_s`` for the run to
         end. A sync tool ends only when it returns or checks ``ctx.check_cancelled()``: until
         then the job is answered running, with ``cancel_requested_at``.
         """
@@ -231,7 +233,7 @@ class JobEngine:
                 self._publish(requested)
             self._cancel_here(job_id)
             try:
-                with anyio.move_on_after(CANCEL_WAIT_S):
+                with anyio.move_on_after(self.config.cancel_wait_s):
                     while not job.status.terminal:
                         job = await updates.next()
             finally:
