@@ -11,19 +11,26 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
+from mcp import Client
+from mcp.server.subscriptions import ResourceUpdated
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 from conveyor.errors import StoreUnavailable
 from conveyor.jobs.models import Job, JobStatus, now_ms
+from conveyor.mcp_server import build_server
+from conveyor.mcp_server.resources import job_uri
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings
 from tests import toolkits
 from tests.conftest import make_settings
 from tests.http_helpers import error_of
 from tests.live_server import live_server
+from tests.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +46,11 @@ def fresh_toolkit_events() -> None:
 
 @asynccontextmanager
 async def front_and_worker(settings: Settings) -> AsyncIterator[tuple[Runtime, Runtime]]:
-    """A front door that runs no jobs, and a worker: two stores on one file."""
-    async with open_runtime(settings, run_workers=False) as front, open_runtime(settings) as worker:
+    """A front door that runs no jobs, and a worker that runs one at a time: two stores on one file."""
+    async with (
+        open_runtime(settings, run_workers=False) as front,
+        open_runtime(settings.model_copy(update={"concurrency": 1})) as worker,
+    ):
         yield front, worker
 
 
@@ -247,3 +257,69 @@ async def test_reads_do_not_wait_for_another_process_holding_the_write_lock(tmp_
             jobs, total = await runtime.engine.list(owner=OWNER)
     assert [j.job_id for j in jobs] == [job.job_id]
     assert total == 1
+
+
+# -- MCP notifications and webhooks of jobs another process runs ------------------------------
+
+
+async def test_2025_resource_subscribers_hear_the_changes_of_a_job_another_process_runs(
+    settings: Settings,
+) -> None:
+    async with front_and_worker(settings) as (front, _worker):
+        finished = anyio.Event()
+        updates: list[str] = []
+
+        async def on_message(message: Any) -> None:
+            updated = getattr(getattr(message, "params", None), "uri", None)
+            if updated is not None:
+                updates.append(str(updated))
+                if (await front.engine.get(job.job_id, owner=None)).status.terminal:
+                    finished.set()
+
+        job = await front.engine.submit("testkit_hold", {}, owner="local")
+        async with Client(build_server(front), mode="legacy", message_handler=on_message) as client:
+            with anyio.fail_after(10):
+                await toolkits.started.wait()
+                with pytest.warns(MCPDeprecationWarning):
+                    await client.subscribe_resource(job_uri(job.job_id))
+                toolkits.release.set()
+                await finished.wait()
+    assert set(updates) == {job_uri(job.job_id)}
+
+
+async def test_2026_listen_streams_carry_the_changes_of_a_job_another_process_runs(
+    settings: Settings,
+) -> None:
+    async with front_and_worker(settings) as (front, _worker):
+        job = await front.engine.submit("testkit_hold", {}, owner="local")
+        async with (
+            Client(build_server(front), mode="auto") as client,
+            client.listen(resource_subscriptions=[job_uri(job.job_id)]) as subscription,
+        ):
+            with anyio.fail_after(10):
+                await toolkits.started.wait()
+                toolkits.release.set()
+                async for event in subscription:
+                    assert isinstance(event, ResourceUpdated)
+                    if (await front.engine.get(job.job_id, owner=None)).status.terminal:
+                        break
+        assert event.uri == job_uri(job.job_id)
+
+
+async def test_a_job_canceled_by_a_front_door_that_runs_no_jobs_has_its_webhook_delivered_by_a_worker(
+    tmp_path: Path,
+) -> None:
+    # An hour between the deliverer's own looks at the outbox: only the change watch wakes it.
+    settings = make_settings(tmp_path, webhook_allow_private_addresses=True, sweep_interval_seconds=3600)
+    async with webhook_receiver() as receiver, front_and_worker(settings) as (front, _worker):
+        held = await front.engine.submit("testkit_hold", {}, owner=OWNER)  # the worker's one slot
+        with anyio.fail_after(5):
+            await toolkits.started.wait()
+        queued = await front.engine.submit("demo_echo", {"text": "x"}, owner=OWNER, webhook_url=receiver.url)
+        canceled = await front.engine.cancel(queued.job_id, owner=OWNER)
+        [request] = await receiver.received(1)
+        toolkits.release.set()
+        await front.engine.wait(held.job_id, owner=OWNER, timeout_s=5)
+    assert canceled.status is JobStatus.CANCELED
+    assert request.headers["x-conveyor-event"] == "job.canceled"
+    assert request.json()["job"]["job_id"] == queued.job_id

@@ -163,7 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     show = job_commands.add_parser("show", parents=[common], help="one job as JSON")
     show.add_argument("job_id")
     show.set_defaults(command=_jobs_show)
-    cancel = job_commands.add_parser("cancel", parents=[common], help="cancel a queued job")
+    cancel = job_commands.add_parser(
+        "cancel", parents=[common], help="cancel a job, queued or running (in whichever process runs it)"
+    )
     cancel.add_argument("job_id")
     cancel.set_defaults(command=_jobs_cancel)
     return parser

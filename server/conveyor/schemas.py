@@ -106,6 +106,11 @@ class JobView(BaseModel):
     completed_at: int | None = None
     position_in_queue: int | None = None
     progress: JobProgress | None = None
+    cancel_requested_at: int | None = Field(
+        None,
+        description="Unix time, seconds: a cancel was asked of this running job; it ends canceled "
+        "when its tool stops (a sync tool: when it returns or calls ctx.check_cancelled()).",
+    )
     result: Any = Field(
         None,
         description="What the tool returned (completed jobs only).",

@@ -147,6 +147,8 @@ async def cancel_job(request: Request, runtime: Runtime, principal: Principal | 
 def _cancel_message(job: Job) -> str:
     if job.status is JobStatus.CANCELED:
         return "Job canceled successfully"
+    if job.status is JobStatus.RUNNING:  # a sync tool, which stops when it returns or checks
+        return "Cancel requested; the job ends canceled when its tool next checks or returns"
     return f"Job already {job.status}; nothing to cancel"
 
 
@@ -232,7 +234,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         counted=True,
         body=ExecuteToolRequest,
         responses={200: ExecuteToolResponse, 202: JobAccepted},
-        errors=(400, 401, 403, 404, 413, 429, 500, 504),
+        errors=(400, 401, 403, 404, 413, 429, 500, 503, 504),
         error_body=ExecuteToolError,
     ),
     Endpoint(
@@ -243,7 +245,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         counted=True,
         body=SubmitJobBody,
         responses={202: JobAccepted, 200: JobAccepted},
-        errors=(400, 401, 404, 409, 413, 429),
+        errors=(400, 401, 404, 409, 413, 429, 503),
     ),
     Endpoint(
         "GET",
@@ -269,7 +271,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         cancel_job,
         "Cancel a job (owner only)",
         responses={200: CancelResponse},
-        errors=JOB_ERRORS,
+        errors=(*JOB_ERRORS, 503),
     ),
     Endpoint(
         "POST",
@@ -278,7 +280,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Register a webhook: your jobs' ends are POSTed to its URL, signed",
         body=RegisterWebhookBody,
         responses={201: WebhookCreated},
-        errors=(400, 401, 413, 429),
+        errors=(400, 401, 413, 429, 503),
     ),
     Endpoint(
         "GET",
@@ -294,7 +296,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         delete_webhook,
         "Unregister a webhook (owner only); its pending deliveries are dropped",
         responses={200: WebhookDeleted},
-        errors=(401, 404, 429),
+        errors=(401, 404, 429, 503),
     ),
     Endpoint(
         "GET",

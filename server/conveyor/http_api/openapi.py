@@ -23,6 +23,7 @@ STATUS_TEXT = {
     413: "Payload too large",
     429: "Rate limit exceeded",
     500: "Tool execution failed",
+    503: "The job store is busy (another process holds it); nothing was done: retry after Retry-After",
     504: "Tool timed out",
 }
 HEADERS: dict[str, dict[str, Any]] = {
@@ -48,7 +49,8 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer"},
     },
     "Retry-After": {
-        "description": "Seconds until the rate limit window resets.",
+        "description": "Seconds to wait before retrying: until the rate limit window resets (429), "
+        "or for a busy job store (503).",
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
     },
@@ -146,7 +148,7 @@ def _response(endpoint: Endpoint, status: int, content: dict[str, Any]) -> dict[
     names = ["X-Request-Id"]
     if endpoint.access != "public" and status not in _UNMETERED:
         names += RATE_HEADERS
-    if status == 429:
+    if status in (429, 503):
         names.append("Retry-After")
     if status == 401:
         names.append("WWW-Authenticate")

@@ -52,6 +52,8 @@ def describe_job(job: dict[str, Any]) -> str:
     if status == "running":
         progress = job.get("progress") or {}
         done = f", {progress['percentage']}% done" if progress.get("percentage") is not None else ""
+        if job.get("cancel_requested_at") is not None:
+            done += ", cancel requested (it stops when its tool next checks or returns)"
         return f"{head}{done}. " + _poll_hint(job)
     if status == "completed":
         result = json.dumps(job.get("result"), ensure_ascii=False)
