@@ -60,9 +60,9 @@ def count_finished(runtime: Any, target: int) -> anyio.Event:
     publish = runtime.events.publish
     finished = 0
 
-    def counting_publish(job: Any) -> None:
+    def counting_publish(job: Any, **how: Any) -> None:
         nonlocal finished
-        publish(job)
+        publish(job, **how)
         if job.status.terminal:
             finished += 1
             if finished >= target:
@@ -118,6 +118,8 @@ def server_command(spec: Spec, transport: str, tmp: Path, port: int = 0) -> tupl
     if spec["peer"] == "conveyor":
         env["PYTHONPATH"] = str(ROOT)
         args = ["serve", "--db", str(tmp / "conveyor.db"), "--toolkit", CONVEYOR_TOOLKIT]
+        # inline: one process, like every peer (by default a stdio server starts a local worker too)
+        args += ["--worker", "inline"]
         if transport == "http":
             args += ["--http", "--port", str(port)]
         return [spec["project_python"], "-m", "conveyor", *args], env

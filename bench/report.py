@@ -107,9 +107,7 @@ def load(bench: Bench) -> str:
 def versions(bench: Bench) -> list[str]:
     import conveyor
 
-    lines = [
-        f"- Conveyor {conveyor.__version__} with mcp {_version('mcp')}, aiosqlite {_version('aiosqlite')}"
-    ]
+    lines = [f"- Conveyor {conveyor.__version__} with mcp {_version('mcp')}"]
     if bench.peers_python:
         from bench import peers_env
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import anyio
 import pytest
 
@@ -81,9 +82,8 @@ def tool_names(runtime: Runtime) -> list[str]:
 
 async def backdate_completion(runtime: Runtime, job_id: str, ms_ago: int) -> None:
     """Pretend a job finished ``ms_ago`` milliseconds ago (a second connection, as an operator would)."""
-    async with aiosqlite.connect(runtime.settings.db) as db:
-        await db.execute("UPDATE jobs SET completed_at = ? WHERE job_id = ?", (now_ms() - ms_ago, job_id))
-        await db.commit()
+    with contextlib.closing(sqlite3.connect(runtime.settings.db)) as db, db:
+        db.execute("UPDATE jobs SET completed_at = ? WHERE job_id = ?", (now_ms() - ms_ago, job_id))
 
 
 # -- submit ------------------------------------------------------------------------------
@@ -542,7 +542,7 @@ async def test_a_failing_claim_does_not_take_the_engine_down(
         nonlocal failures
         if failures == 0:
             failures += 1
-            raise aiosqlite.OperationalError("database is locked")
+            raise sqlite3.OperationalError("disk I/O error")
         return await real_claim(**kwargs)
 
     monkeypatch.setattr(store, "claim_next", claim_that_fails_once)
