@@ -143,7 +143,9 @@ async def test_a_second_local_worker_for_a_database_finds_the_first_and_stop_sto
     assert second.returncode == 0
     assert b"action=worker.exists" in second.stderr
     assert status.returncode == 0
-    assert json.loads(status.stdout)["pid"] == first.process.pid
+    shown = json.loads(status.stdout)
+    assert shown["pid"] == first.process.pid
+    assert [worker["pid"] for worker in shown["workers"]] == [first.process.pid]
     assert json.loads(stop.stdout)["stopped"] is True
     assert stopped_with == 0
     assert after.returncode == 3

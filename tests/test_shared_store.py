@@ -24,6 +24,7 @@ from conveyor.errors import StoreUnavailable
 from conveyor.jobs.models import Job, JobStatus, now_ms
 from conveyor.mcp_server import build_server
 from conveyor.mcp_server.resources import job_uri
+from conveyor.registry import Registry
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings
 from tests import toolkits
@@ -323,3 +324,36 @@ async def test_a_job_canceled_by_a_front_door_that_runs_no_jobs_has_its_webhook_
     assert canceled.status is JobStatus.CANCELED
     assert request.headers["x-conveyor-event"] == "job.canceled"
     assert request.json()["job"]["job_id"] == queued.job_id
+
+
+# -- which workers run ------------------------------------------------------------------------
+
+
+async def test_a_queued_job_that_no_running_worker_can_run_says_so_and_runs_once_one_can(
+    settings: Settings,
+) -> None:
+    demo_only = Registry.load(("conveyor_toolkits.demo:toolkit",), entry_points_enabled=False)
+    async with open_runtime(settings, run_workers=False) as front:
+        front.engine.config = replace(front.engine.config, explain_wait_after_ms=0)
+        async with open_runtime(settings, registry=demo_only) as demo_worker:
+            stuck = await front.engine.submit("testkit_hold", {}, owner=OWNER)
+            runnable = await front.engine.submit("demo_echo", {"text": "x"}, owner=OWNER)
+            with anyio.fail_after(5):
+                done = await front.engine.wait(runnable.job_id, owner=OWNER, timeout_s=5)
+            waiting = await front.engine.get(stuck.job_id, owner=OWNER)
+            workers = await front.engine.live_workers()
+        assert done.status is JobStatus.COMPLETED
+        assert waiting.status is JobStatus.QUEUED
+        assert waiting.status_message is not None
+        assert "testkit_hold" in waiting.status_message
+        assert waiting.to_public()["status_message"] == waiting.status_message
+        assert [worker.worker_id for worker in workers] == [demo_worker.engine.config.worker_id]
+        assert "testkit_hold" not in workers[0].tools
+
+        async with open_runtime(settings):  # a worker with every toolkit
+            with anyio.fail_after(5):
+                await toolkits.started.wait()
+                toolkits.release.set()
+                ran = await front.engine.wait(stuck.job_id, owner=OWNER, timeout_s=5)
+    assert ran.status is JobStatus.COMPLETED
+    assert "status_message" not in ran.to_public()

@@ -193,7 +193,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "status":
         info = local_worker.status(settings.db)
-        print(json.dumps(info.to_public(), indent=2))
+        print(json.dumps({**info.to_public(), "workers": _live_workers(settings)}, indent=2))
         return 0 if info.running else 3  # as `pg_ctl status`: 3 means not running
     if args.action == "stop":
         return _stop_local_worker(settings)
@@ -201,6 +201,18 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     anyio.run(lambda: run_worker(settings, local=args.local))
     return 0
+
+
+def _live_workers(settings: Settings) -> list[dict[str, Any]]:
+    """Every process running jobs on this database (the local worker is one), by their heartbeats."""
+    if not os.path.exists(settings.db):
+        return []
+
+    async def look() -> list[dict[str, Any]]:
+        async with open_runtime(settings, run_workers=False) as runtime:
+            return [worker.to_public() for worker in await runtime.engine.live_workers()]
+
+    return anyio.run(look)
 
 
 def _stop_local_worker(settings: Settings) -> int:

@@ -105,6 +105,9 @@ class JobView(BaseModel):
     started_at: int | None = None
     completed_at: int | None = None
     position_in_queue: int | None = None
+    status_message: str | None = Field(
+        None, description="Why a queued job waits, when no running worker can run its tool."
+    )
     progress: JobProgress | None = None
     cancel_requested_at: int | None = Field(
         None,

@@ -11,9 +11,12 @@ from __future__ import annotations
 import builtins
 import heapq
 import logging
+import os
 import random
 import secrets
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -37,7 +40,7 @@ from conveyor.errors import (
 )
 from conveyor.events import JobEvents
 from conveyor.executor import Executor
-from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, now_ms
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord, now_ms
 from conveyor.jobs.store import JobStore
 from conveyor.outbound import check_url
 from conveyor.progress import Progress
@@ -50,6 +53,8 @@ T = TypeVar("T")
 MAX_PAGE = 100
 CLAIM_RETRY_S = 0.1  # after a failed claim (say, a database locked by another process)
 WRITE_RETRY_MAX_S = 1.0  # the longest pause between attempts at a run's write to a busy store
+WORKERS_CACHE_S = 1.0  # how long this process trusts its last look at the live workers
+FORGET_WORKERS_AFTER_LEASES = 10  # a worker row unrenewed this many leases is a dead process's
 # A timeout is not retried: the caller chose the limit, and another attempt would only hit it again.
 RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST})
 LOST_JOB_RETRY = RetryPolicy()  # for idempotent tools without a retry policy whose worker vanished
@@ -63,9 +68,8 @@ class EngineConfig:
     sweep_interval_s: float = 5.0
     retention_s: float = 7 * 24 * 3600
     progress_interval_s: float = 0.25
-    cancel_wait_s: float = (
-        5.0  # how long a cancel waits for the run to stop before answering the job as it is
-    )
+    cancel_wait_s: float = 5.0  # how long a cancel waits for the run to end before answering
+    explain_wait_after_ms: int = 5000  # a queued job this old that no live worker can run says so
     allow_private_urls: bool = False  # may a webhook_url name a loopback or private IP address
     worker_id: str = field(default_factory=lambda: f"worker_{secrets.token_hex(6)}")
 
@@ -124,6 +128,8 @@ class JobEngine:
         self._estimates: dict[str, int | None] = {}
         self._draining = False
         self._drained = anyio.Event()  # set when draining and nothing runs any more
+        self._record: WorkerRecord | None = None  # this process as a worker, once it runs
+        self._workers_seen: tuple[float, builtins.list[WorkerRecord]] = (-WORKERS_CACHE_S, [])
 
     # -- the front doors' API ------------------------------------------------------------
 
@@ -191,7 +197,7 @@ class JobEngine:
         job = await self.store.get(job_id) if isinstance(job_id, str) else None
         if job is None or (owner is not None and job.owner != owner):
             raise JobNotFound(f"Job {job_id} does not exist", job_id=job_id)
-        return job
+        return (await self._explained([job]))[0]
 
     async def wait(self, job_id: str, *, owner: str | None, timeout_s: float) -> Job:
         """The job once it is terminal, or as it is when ``timeout_s`` runs out."""
@@ -261,9 +267,33 @@ class JobEngine:
             raise InvalidArguments(f"limit must be between 1 and {MAX_PAGE}", argument="limit")
         if offset < 0:
             raise InvalidArguments("offset must not be negative", argument="offset")
-        return await self.store.list(
+        jobs, total = await self.store.list(
             owner=owner, status=status, tool=tool, limit=limit, offset=offset, kind=kind
         )
+        return await self._explained(jobs), total
+
+    async def _explained(self, jobs: builtins.list[Job]) -> builtins.list[Job]:
+        """Queued jobs that have waited a while, and that no live worker can run, say so."""
+        oldest = now_ms() - self.config.explain_wait_after_ms
+        if not any(job.status is JobStatus.QUEUED and job.created_at <= oldest for job in jobs):
+            return jobs
+        workers = await self.live_workers()
+        return [
+            replace(job, status_message=_no_worker_message(job))
+            if job.status is JobStatus.QUEUED
+            and job.created_at <= oldest
+            and not any(worker.can_run(job) for worker in workers)
+            else job
+            for job in jobs
+        ]
+
+    async def live_workers(self) -> builtins.list[WorkerRecord]:
+        """The processes that run jobs, as their heartbeats say (looked up at most once a second)."""
+        looked, workers = self._workers_seen
+        if time.monotonic() - looked >= WORKERS_CACHE_S:
+            workers = await self.store.live_workers(since=now_ms() - self.config.lease_ms)
+            self._workers_seen = (time.monotonic(), workers)
+        return workers
 
     # -- changes other processes made ------------------------------------------------------
 
@@ -289,17 +319,37 @@ class JobEngine:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Workers, heartbeat and sweeper; returns only when cancelled by the owning lifespan."""
-        async with anyio.create_task_group() as tg:
-            await self.sweep()
-            due = await self.store.next_run_after(self.config.queues)
-            if due is not None and due > now_ms():  # a retry delayed before a restart
-                heapq.heappush(self._retries_due, due)
-            for _ in range(self.config.concurrency):
-                tg.start_soon(self._worker)
-            tg.start_soon(self._heartbeat)
-            tg.start_soon(self._sweeper)
-            tg.start_soon(self._poller)
-            task_status.started()
+        now = now_ms()
+        self._record = WorkerRecord(
+            worker_id=self.config.worker_id,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            queues=self.config.queues,
+            tools=self._tools,
+            started_at=now,
+            seen_at=now,
+        )
+        await self.store.record_worker(self._record)
+        try:
+            async with anyio.create_task_group() as tg:
+                await self.sweep()
+                due = await self.store.next_run_after(self.config.queues)
+                if due is not None and due > now_ms():  # a retry delayed before a restart
+                    heapq.heappush(self._retries_due, due)
+                for _ in range(self.config.concurrency):
+                    tg.start_soon(self._worker)
+                tg.start_soon(self._heartbeat)
+                tg.start_soon(self._sweeper)
+                tg.start_soon(self._poller)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.forget_worker(self.config.worker_id)
+                except Exception:  # its row ages out: nobody counts on a worker unseen for a lease
+                    logger.warning(
+                        "worker row not removed", exc_info=True, extra={"action": "worker.forget_failed"}
+                    )
 
     async def drain(self, grace_s: float, *, hurry: anyio.Event | None = None) -> None:
         """Stop claiming; let the running jobs end for up to ``grace_s`` (less if ``hurry`` is set),
@@ -584,6 +634,13 @@ class JobEngine:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.config.lease_ms / 3000)
+            if self._record is not None:
+                try:
+                    await self.store.record_worker(replace(self._record, seen_at=now_ms()))
+                except Exception:
+                    logger.warning(
+                        "worker heartbeat failed", exc_info=True, extra={"action": "worker.seen_failed"}
+                    )
             if not self._running:
                 continue
             renewed_until = now_ms() + self.config.lease_ms
@@ -619,6 +676,7 @@ class JobEngine:
                 await self._finish(job, None, JobStatus.FAILED, error=WorkerLost().to_payload())
             else:
                 await self._recover_lost(job, tool)
+        await self.store.purge_workers(now - FORGET_WORKERS_AFTER_LEASES * self.config.lease_ms)
         purged = await self.store.purge_finished(now - int(self.config.retention_s * 1000), now=now)
         if purged:
             logger.info("purged finished jobs", extra={"action": "jobs.purged", "count": purged})
@@ -685,6 +743,13 @@ def _elapsed(job: Job) -> int | None:
 
 def _with_progress(job: Job, progress: dict[str, Any]) -> Job:
     return replace(job, progress=progress)
+
+
+def _no_worker_message(job: Job) -> str:
+    return (
+        f"Waiting: no running worker can run {job.tool} (queue {job.queue!r}). It runs once one does: "
+        "start `conveyor worker` with this tool's toolkit, or see `conveyor worker status`."
+    )
 
 
 def _canceled_error() -> dict[str, Any]:

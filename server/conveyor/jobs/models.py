@@ -85,6 +85,7 @@ class Job:
     version: int = 0  # the store's change counter when this row was last written
     lease_owner: str | None = None  # the worker running it
     lease_expires_at: int | None = None
+    status_message: str | None = None  # not stored: why a queued job waits, when no worker can run it
 
     def to_public(self) -> dict[str, Any]:
         """The seed API's job shape: fields that do not apply to the status are left out."""
@@ -104,6 +105,7 @@ class Job:
         }
         if self.status is JobStatus.QUEUED:
             view["position_in_queue"] = self.position_in_queue
+            view["status_message"] = self.status_message
         if self.status is JobStatus.RUNNING and self.cancel_requested_at is not None:
             # A sync tool stops only when it returns or checks: until then the cancel is pending.
             view["cancel_requested_at"] = _seconds(self.cancel_requested_at)
@@ -124,6 +126,33 @@ class Job:
 
 def _seconds(ms: int | None) -> int | None:
     return None if ms is None else ms // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A process that runs jobs, as its heartbeat last recorded it."""
+
+    worker_id: str
+    pid: int
+    host: str
+    queues: tuple[str, ...] | None  # None: every queue
+    tools: tuple[str, ...]
+    started_at: int
+    seen_at: int
+
+    def can_run(self, job: Job) -> bool:
+        return job.tool in self.tools and (self.queues is None or job.queue in self.queues)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "pid": self.pid,
+            "host": self.host,
+            "queues": list(self.queues) if self.queues is not None else None,
+            "tools": len(self.tools),
+            "started_at": _seconds(self.started_at),
+            "seen_at": _seconds(self.seen_at),
+        }
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import anyio.abc
 from conveyor.auth import ApiKey
 from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit
-from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 from conveyor.jobs.queries import load_migrations, load_queries
 from conveyor.jobs.sqlite_thread import SQLiteThread
 from conveyor.jobs.sqlite_webhooks import SQLiteWebhookStore
@@ -312,6 +312,32 @@ class SQLiteJobStore:
         counts.update({JobStatus(row["status"]): int(row["n"]) for row in rows})
         return counts
 
+    # -- workers ---------------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerRecord) -> None:
+        """Insert the worker's row, or renew it (its heartbeat)."""
+        params = {
+            "worker_id": worker.worker_id,
+            "pid": worker.pid,
+            "host": worker.host,
+            "queues": None if worker.queues is None else json.dumps(list(worker.queues)),
+            "tools": json.dumps(list(worker.tools)),
+            "started_at": worker.started_at,
+            "now": worker.seen_at,
+        }
+        await self._rowcount("upsert_worker", params)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._rowcount("delete_worker", {"worker_id": worker_id})
+
+    async def live_workers(self, since: int) -> builtins.list[WorkerRecord]:
+        sql = self._q["live_workers"]
+        rows = await self._run(lambda conn: conn.execute(sql, {"since": since}).fetchall(), write=False)
+        return [_to_worker(row) for row in rows]
+
+    async def purge_workers(self, before: int) -> int:
+        return await self._rowcount("purge_workers", {"before": before})
+
     # -- changes made by other processes ------------------------------------------------------
 
     async def watch_changes(
@@ -413,6 +439,19 @@ def _data_version(conn: sqlite3.Connection) -> int:
 
 def _change_marks(conn: sqlite3.Connection) -> tuple[int, int]:
     return _data_version(conn), int(conn.execute(load_queries("sqlite")["last_version"]).fetchone()[0])
+
+
+def _to_worker(row: sqlite3.Row) -> WorkerRecord:
+    queues = row["queues"]
+    return WorkerRecord(
+        worker_id=row["worker_id"],
+        pid=row["pid"],
+        host=row["host"],
+        queues=None if queues is None else tuple(json.loads(queues)),
+        tools=tuple(json.loads(row["tools"])),
+        started_at=row["started_at"],
+        seen_at=row["seen_at"],
+    )
 
 
 def _to_key(row: sqlite3.Row) -> ApiKey:

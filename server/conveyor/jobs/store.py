@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 
 
 class JobStore(Protocol):
@@ -97,6 +97,18 @@ class JobStore(Protocol):
         ...
 
     async def expired_leases(self, now: int) -> builtins.list[Job]: ...
+
+    async def record_worker(self, worker: WorkerRecord) -> None:
+        """Insert a worker's row, or renew it: its heartbeat."""
+        ...
+
+    async def forget_worker(self, worker_id: str) -> None: ...
+
+    async def live_workers(self, since: int) -> builtins.list[WorkerRecord]:
+        """Workers whose heartbeat was recorded at ``since`` or later."""
+        ...
+
+    async def purge_workers(self, before: int) -> int: ...
 
     async def watch_changes(
         self,

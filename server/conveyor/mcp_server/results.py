@@ -48,7 +48,8 @@ def describe_job(job: dict[str, Any]) -> str:
     head = f"Job {job['job_id']} ({job['tool']}) is {job['status']}"
     status = job["status"]
     if status == "queued":
-        return f"{head}, position {job.get('position_in_queue')} in its queue. " + _poll_hint(job)
+        waiting = f" {job['status_message']}" if job.get("status_message") else ""
+        return f"{head}, position {job.get('position_in_queue')} in its queue.{waiting} " + _poll_hint(job)
     if status == "running":
         progress = job.get("progress") or {}
         done = f", {progress['percentage']}% done" if progress.get("percentage") is not None else ""

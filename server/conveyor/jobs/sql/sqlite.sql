@@ -259,3 +259,17 @@ ON CONFLICT (name) DO NOTHING;
 
 -- name: get_server_secret
 SELECT value FROM server_secrets WHERE name = :name;
+
+-- name: upsert_worker
+INSERT INTO workers (worker_id, pid, host, queues, tools, started_at, seen_at)
+VALUES (:worker_id, :pid, :host, :queues, :tools, :started_at, :now)
+ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at;
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = :worker_id;
+
+-- name: live_workers
+SELECT * FROM workers WHERE seen_at >= :since ORDER BY started_at, worker_id;
+
+-- name: purge_workers
+DELETE FROM workers WHERE seen_at < :before;
