@@ -443,6 +443,8 @@ class JobEngine:
                 await anyio.sleep(CLAIM_RETRY_S * random.uniform(0.5, 1.5))
                 continue
             if job is None:
+                if self._draining:
+                    return
                 probe = await self._until_woken()
                 continue
             if probe:  # found work nobody announced: there may be more, so pass the look on

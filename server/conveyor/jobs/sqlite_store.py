@@ -38,6 +38,7 @@ _ROW_FIELDS = frozenset(Job.__dataclass_fields__)
 BUSY_TIMEOUT_MS = 250  # one attempt's wait for the write lock, on the connection's thread
 WATCH_INTERVAL_S = 0.05  # how often data_version is read: changes reach other processes this fast
 CHANGES_PAGE = 500
+CLAIM_TIMEOUT_S = 0.5
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -91,9 +92,15 @@ class SQLiteJobStore:
             await thread.close()
 
     async def _run(
-        self, operation: group_commit.Operation[group_commit.T], *, write: bool = True
+        self,
+        operation: group_commit.Operation[group_commit.T],
+        *,
+        write: bool = True,
+        timeout_s: float | None = None,
     ) -> group_commit.T:
-        """Run one operation through the group committer, retrying while another process holds the lock."""
+        """Run one operation through the group committer, retrying while another process holds
+        the lock, for ``timeout_s`` at most (default ``write_timeout_s``)."""
+        patience = self.write_timeout_s if timeout_s is None else timeout_s
         deadline: float | None = None
         delay = 0.002
         while True:
@@ -105,7 +112,7 @@ class SQLiteJobStore:
                 if not is_busy(exc):
                     raise
             now = anyio.current_time()
-            deadline = now + self.write_timeout_s if deadline is None else deadline
+            deadline = now + patience if deadline is None else deadline
             if now >= deadline:
                 logger.warning("database busy", extra={"action": "store.busy", "db": self.path})
                 raise StoreUnavailable(retry_after=1)
@@ -216,7 +223,13 @@ class SQLiteJobStore:
             "now": now,
             "lease_expires_at": lease_expires_at,
         }
-        return await self._one("claim_next_job", self._stamped(params))
+        # Little patience: the caller (a worker) tries again soon anyway, and a claim is shielded
+        # from cancellation, so a long one would hold up a shutdown.
+        sql = self._q["claim_next_job"]
+        params = self._stamped(params)
+        return await self._run(
+            lambda conn: _job_or_none(conn.execute(sql, params).fetchone()), timeout_s=CLAIM_TIMEOUT_S
+        )
 
     async def next_run_after(self, queues: Sequence[str] | None) -> int | None:
         value = await self._scalar("next_run_after", {"queues": json.dumps(list(queues)) if queues else None})
