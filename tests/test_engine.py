@@ -29,6 +29,7 @@ from conveyor.executor import Executor
 from conveyor.jobs.models import Job, JobStatus, now_ms
 from conveyor.progress import Progress
 from conveyor.runtime import Runtime, open_runtime
+from conveyor.schemas import JobView
 from conveyor.settings import Settings
 from tests import toolkits
 from tests.conftest import make_settings
@@ -117,7 +118,7 @@ async def test_queued_jobs_know_their_position_in_the_queue(idle_runtime: Runtim
     assert [job.position_in_queue for job in jobs] == [1, 2, 3]
     await engine.cancel(jobs[0].job_id, owner=OWNER)
     assert (await engine.get(jobs[2].job_id, owner=OWNER)).position_in_queue == 2
-    assert "position_in_queue" not in (await engine.get(jobs[0].job_id, owner=OWNER)).to_public()
+    assert "position_in_queue" not in JobView.of(await engine.get(jobs[0].job_id, owner=OWNER))
 
 
 @pytest.mark.parametrize(

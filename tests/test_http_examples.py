@@ -82,7 +82,7 @@ async def test_the_rest_walkthrough_calls_every_endpoint_and_exits_0(tmp_path: P
     assert '"status":"queued"' in output  # the submit answer
     assert '"result":{"slept_seconds":1.0,"steps":4}' in output  # the long-poll's answer
     events = re.findall(r"^data: (.*)$", output, flags=re.MULTILINE)
-    assert '"status": "completed"' in events[-1]  # the stream ends with the finished job
+    assert '"status":"completed"' in events[-1]  # the stream ends with the finished job
     assert '"status":"canceled"' in output
     assert "Job canceled successfully" in output
     assert '"pagination":{"limit":5,"offset":0,"total":2}' in output

@@ -14,6 +14,7 @@ from mcp_types import INVALID_PARAMS
 
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime
+from conveyor.schemas import JobView
 from tests import toolkits
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +38,7 @@ async def test_reading_a_job_resource_answers_the_job_as_json(client: Client, ru
     read = await client.read_resource(uri(job.job_id))
     content = read.contents[0]
     assert content.mime_type == "application/json"
-    assert json.loads(content.text) == finished.to_public()  # type: ignore[union-attr]
+    assert json.loads(content.text) == JobView.of(finished)  # type: ignore[union-attr]
 
 
 async def test_an_unknown_or_foreign_job_resource_is_not_found(client: Client, runtime: Runtime) -> None:

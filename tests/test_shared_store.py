@@ -26,6 +26,7 @@ from conveyor.mcp_server import build_server
 from conveyor.mcp_server.resources import job_uri
 from conveyor.registry import Registry
 from conveyor.runtime import Runtime, open_runtime
+from conveyor.schemas import JobView
 from conveyor.settings import Settings
 from tests import toolkits
 from tests.conftest import make_settings
@@ -172,12 +173,12 @@ async def test_a_sync_tool_that_never_checks_shows_its_cancel_requested_until_it
             pending = await runtime.engine.cancel(job.job_id, owner=OWNER)
         assert pending.status is JobStatus.RUNNING  # the thread still runs: never shown as done
         assert pending.cancel_requested_at is not None
-        assert pending.to_public()["cancel_requested_at"] == pending.cancel_requested_at // 1000
+        assert JobView.of(pending)["cancel_requested_at"] == pending.cancel_requested_at // 1000
         toolkits.sync_release.set()
         with anyio.fail_after(5):
             ended = await runtime.engine.wait(job.job_id, owner=OWNER, timeout_s=5)
     assert ended.status is JobStatus.CANCELED
-    assert "cancel_requested_at" not in ended.to_public()
+    assert "cancel_requested_at" not in JobView.of(ended)
 
 
 # -- a busy database -------------------------------------------------------------------------
@@ -346,7 +347,7 @@ async def test_a_queued_job_that_no_running_worker_can_run_says_so_and_runs_once
         assert waiting.status is JobStatus.QUEUED
         assert waiting.status_message is not None
         assert "testkit_hold" in waiting.status_message
-        assert waiting.to_public()["status_message"] == waiting.status_message
+        assert JobView.of(waiting)["status_message"] == waiting.status_message
         assert [worker.worker_id for worker in workers] == [demo_worker.engine.config.worker_id]
         assert "testkit_hold" not in workers[0].tools
 
@@ -356,4 +357,4 @@ async def test_a_queued_job_that_no_running_worker_can_run_says_so_and_runs_once
                 toolkits.release.set()
                 ran = await front.engine.wait(stuck.job_id, owner=OWNER, timeout_s=5)
     assert ran.status is JobStatus.COMPLETED
-    assert "status_message" not in ran.to_public()
+    assert "status_message" not in JobView.of(ran)

@@ -19,9 +19,10 @@ import pytest
 
 from conveyor.errors import AddressNotAllowed, ErrorCode, InvalidArguments
 from conveyor.events import Mailbox
-from conveyor.jobs.models import Delivery, Job, JobStatus, WebhookEvent, now_ms, webhook_payloads
+from conveyor.jobs.models import Delivery, Job, JobStatus, WebhookEvent, now_ms
 from conveyor.outbound import check_url, refusal, resolve
 from conveyor.runtime import Runtime, open_runtime
+from conveyor.schemas import JobView, webhook_payloads
 from conveyor.settings import Settings
 from conveyor.webhooks import MAX_WEBHOOKS_PER_OWNER
 from tests import toolkits
@@ -107,7 +108,7 @@ async def test_a_job_with_a_webhook_url_is_delivered_once_signed_with_the_server
     body = request.json()
     assert body["event"] == "job.completed"
     assert ISO_UTC.match(body["timestamp"])
-    assert body["job"] == job.to_public()
+    assert body["job"] == JobView.of(job)
     assert body["job"]["result"] == {"sum": 3.0}
     assert body["delivery_id"] == request.headers["x-conveyor-delivery"]
     assert delivery.delivery_id == request.headers["x-conveyor-delivery"]
@@ -466,7 +467,7 @@ def test_the_payload_is_the_event_its_time_the_public_job_and_the_delivery_id() 
     assert json.loads(first) == {
         "event": "job.completed",
         "timestamp": "1970-01-01T00:00:01.500Z",
-        "job": job.to_public(),
+        "job": JobView.of(job),
         "delivery_id": "whd_1",
     }
     assert json.loads(second)["delivery_id"] == "whd_2"

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from conveyor import strict_json
 from conveyor.auth import LOCAL_USER, PLANS, ROLES
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.executor import Executor
@@ -24,6 +25,7 @@ from conveyor.logs import configure_logging
 from conveyor.progress import Progress
 from conveyor.registry import Registry
 from conveyor.runtime import Runtime, open_runtime
+from conveyor.schemas import JobView
 from conveyor.settings import Settings, load_settings
 
 
@@ -36,9 +38,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.command(args, settings)
     except ConfigError as exc:
         code = _config_error(exc)
+    except BaseExceptionGroup as group:  # a ConfigError raised inside a task group (a server starting)
+        matched, rest = group.split(ConfigError)
+        if matched is None or rest is not None:
+            raise
+        code = _config_error(_first_leaf(matched))
     except KeyboardInterrupt:
         code = 130
     _exit(code)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -66,7 +78,7 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def _config_error(exc: ConfigError) -> int:
+def _config_error(exc: BaseException) -> int:
     print(f"conveyor: error: {exc}", file=sys.stderr)
     return 2
 
@@ -303,9 +315,9 @@ def _parse_pair(pair: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"argument {pair!r} is not key=value")
     try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
+        return key, strict_json.loads(raw)
+    except strict_json.NotStrictJson:
+        return key, raw  # text; the tool's validation says if it may not be
 
 
 def _with_runtime(settings: Settings, action: Any) -> int:
@@ -340,21 +352,21 @@ def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:
             owner=None, status=status, tool=args.tool, limit=args.limit, offset=args.offset
         )
         page = {"limit": args.limit, "offset": args.offset, "total": total}
-        return {"jobs": [job.to_public() for job in jobs], "pagination": page}
+        return {"jobs": [JobView.of(job) for job in jobs], "pagination": page}
 
     return _with_engine(settings, action)
 
 
 def _jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     async def action(engine: Any) -> Any:
-        return (await engine.get(args.job_id, owner=None)).to_public()
+        return JobView.of(await engine.get(args.job_id, owner=None))
 
     return _with_engine(settings, action)
 
 
 def _jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     async def action(engine: Any) -> Any:
-        return (await engine.cancel(args.job_id, owner=LOCAL_USER.visible_owner)).to_public()
+        return JobView.of(await engine.cancel(args.job_id, owner=LOCAL_USER.visible_owner))
 
     return _with_engine(settings, action)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from conveyor.strict_json import clean_text, sanitized
+
 
 class ErrorCode(enum.StrEnum):
     TOOL_NOT_FOUND = "TOOL_NOT_FOUND"
@@ -49,10 +51,10 @@ class ConveyorError(Exception):
 
     def to_payload(self) -> dict[str, Any]:
         """The ``error`` object of every door: code, message, then whatever helps the caller."""
-        payload: dict[str, Any] = {"code": str(self.code), "message": self.message}
-        payload.update(self.extra)
+        payload: dict[str, Any] = {"code": str(self.code), "message": clean_text(self.message)}
+        payload.update(sanitized(self.extra))
         if self.details:
-            payload["details"] = self.details
+            payload["details"] = sanitized(self.details)
         if self.suggested_fix:
             payload["suggested_fix"] = self.suggested_fix
         payload["retryable"] = self.retryable

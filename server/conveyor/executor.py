@@ -6,7 +6,6 @@ validation, size bounds, timeouts, error mapping and progress behave the same ev
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from conveyor import strict_json
 from conveyor.context import ToolContext
 from conveyor.errors import ConveyorError, ExecutionError, ExecutionTimeout, InvalidArguments, PayloadTooLarge
 from conveyor.progress import ProgressRelay, ProgressSink
@@ -36,6 +36,7 @@ class ExecutionLimits:
     max_argument_bytes: int = 1_000_000
     max_result_bytes: int = 5_000_000
     default_timeout_ms: int | None = 3_600_000
+    max_json_depth: int = strict_json.MAX_DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +64,22 @@ class Executor:
             arguments = {}
         if not isinstance(arguments, dict):
             raise InvalidArguments("arguments must be a JSON object", argument=None)
-        size = _json_size(arguments)
+        try:
+            strict_json.check(arguments, max_depth=self.limits.max_json_depth)
+        except strict_json.NotStrictJson as exc:
+            name = exc.path[0] if exc.path else None
+            raise InvalidArguments(f"Invalid arguments: {exc}", argument=name) from None
+        text = strict_json.dumps(arguments)
+        size = len(text.encode())
         if size > self.limits.max_argument_bytes:
             raise PayloadTooLarge(
                 f"arguments are {size} bytes; the limit is {self.limits.max_argument_bytes}",
                 limit_bytes=self.limits.max_argument_bytes,
             )
         try:
-            return tool, tool.arguments_model.model_validate(arguments)
+            # Strict, and as JSON: a number is a JSON number (no "1", no true), as the schema says,
+            # while a string still names an enum member or a date, as JSON has no other way to.
+            return tool, tool.arguments_model.model_validate_json(text, strict=True)
         except ValidationError as exc:
             raise invalid_arguments(exc) from None
 
@@ -134,7 +143,8 @@ class Executor:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         if failure is not None:
             raise _map_failure(tool, failure)
-        return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, ctx.step_results)
+        steps = strict_json.sanitized(to_jsonable_python(ctx.step_results, fallback=repr))
+        return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, steps)
 
     async def _call_bounded(
         self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None, shield_uncancellable: bool
@@ -168,17 +178,20 @@ class Executor:
                 f"Tool {tool.wire_name} returned a result that does not match its output schema",
                 details={"reason": str(exc).splitlines()[0]},
             ) from None
-        size = _json_size(result)
+        try:
+            strict_json.check(result, max_depth=self.limits.max_json_depth)
+        except strict_json.NotStrictJson as exc:
+            raise ExecutionError(
+                f"Tool {tool.wire_name} returned a result that JSON cannot carry: {exc}",
+                details={"reason": exc.reason, "at": exc.location},
+            ) from None
+        size = len(strict_json.dumps(result).encode())
         if size > self.limits.max_result_bytes:
             raise PayloadTooLarge(
                 f"result is {size} bytes; the limit is {self.limits.max_result_bytes}",
                 limit_bytes=self.limits.max_result_bytes,
             )
         return result
-
-
-def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
 
 
 def invalid_arguments(exc: ValidationError) -> InvalidArguments:
@@ -206,7 +219,7 @@ def _map_failure(tool: Tool, exc: BaseException) -> ConveyorError:
     # The client gets the exception's type and text; the traceback stays in the server log.
     logger.error("tool raised", exc_info=exc, extra={"action": "tool.raised", "tool": tool.wire_name})
     return ExecutionError(
-        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        strict_json.clean_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__),
         details={"exception": type(exc).__name__},
     )
 

@@ -1,8 +1,10 @@
-"""Rate limits and job concurrency per plan.
+"""Rate limits, job concurrency and shares of long-lived capacity, per plan.
 
 Rate limits count executions (REST ``execute_tool`` and ``jobs/submit``, MCP ``tools/call``)
 in fixed one-minute windows per principal, in this process. Concurrency is enforced by the
-engine's claim: a job whose owner is at the plan's limit waits in the queue.
+engine's claim: a job whose owner is at the plan's limit waits in the queue. Long-lived things
+a key holds open (event streams; MCP sessions, counted where they are opened) are capped per
+key below the server-wide caps, so that one key cannot take what everybody shares.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from conveyor.errors import RateLimitExceeded
 class PlanLimits:
     requests_per_minute: int
     max_concurrent_jobs: int
+    max_sessions: int = 32  # MCP sessions (2025-11-25, over HTTP) open at once
+    max_streams: int = 32  # event streams open at once: SSE job streams, MCP listens and subscriptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +109,45 @@ class RateLimiter:
                 self._direct_runs[principal.id] = left
             else:
                 del self._direct_runs[principal.id]
+
+
+class OpenStreams:
+    """Event streams held open (SSE, MCP listens and resource subscriptions): at most the key's
+    plan's share each, and ``total`` in all. The local stdio user (no plan) is capped by the total."""
+
+    def __init__(self, plans: dict[PlanName, PlanLimits], *, total: int) -> None:
+        self.plans = plans
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    def acquire(self, principal: Principal) -> None:
+        """Take a slot for one stream, or raise ``RateLimitExceeded``; give it back with ``release``."""
+        limit = None if principal.plan is None else self.plans[principal.plan].max_streams
+        held = self._open.get(principal.id, 0)
+        if limit is not None and held >= limit:
+            raise RateLimitExceeded(
+                f"At most {limit} event streams open at once on the {principal.plan} plan; close one first",
+                retry_after=1,
+                limit=limit,
+            )
+        if self._count >= self.total:
+            raise RateLimitExceeded("The server has no event stream left; retry shortly", retry_after=1)
+        self._open[principal.id] = held + 1
+        self._count += 1
+
+    def release(self, principal: Principal) -> None:
+        held = self._open.get(principal.id, 0) - 1
+        if held > 0:
+            self._open[principal.id] = held
+        else:
+            self._open.pop(principal.id, None)
+        self._count = max(0, self._count - 1)
+
+    @contextmanager
+    def held(self, principal: Principal) -> Iterator[None]:
+        self.acquire(principal)
+        try:
+            yield
+        finally:
+            self.release(principal)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import anyio
 
+from conveyor import strict_json
+
 
 @dataclass(frozen=True, slots=True)
 class Progress:
@@ -35,7 +37,8 @@ class Progress:
         }
         if self.message is not None:
             shape["message"] = self.message
-        return shape
+        # A tool's own numbers and text: NaN or a lone surrogate must not reach a client.
+        return strict_json.sanitized(shape)  # type: ignore[no-any-return]
 
 
 ProgressSink = Callable[[Progress], Awaitable[None]]

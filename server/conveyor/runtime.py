@@ -16,7 +16,7 @@ from conveyor.events import JobEvents
 from conveyor.executor import Executor
 from conveyor.jobs.engine import JobEngine
 from conveyor.jobs.sqlite_store import SQLiteJobStore
-from conveyor.limits import RateLimiter
+from conveyor.limits import OpenStreams, RateLimiter
 from conveyor.registry import Registry
 from conveyor.settings import Settings
 from conveyor.webhooks import Webhooks
@@ -34,6 +34,7 @@ class Runtime:
     keys: ApiKeys
     limiter: RateLimiter
     webhooks: Webhooks
+    streams: OpenStreams
 
 
 class Shutdown:
@@ -108,7 +109,8 @@ async def open_runtime(
             try:
                 keys = ApiKeys(store)
                 limiter = RateLimiter(settings.plan_limits())
-                yield Runtime(settings, registry, executor, engine, events, keys, limiter, webhooks)
+                streams = OpenStreams(settings.plan_limits(), total=settings.max_streams)
+                yield Runtime(settings, registry, executor, engine, events, keys, limiter, webhooks, streams)
             finally:
                 if run_workers:
                     with anyio.CancelScope(shield=True):

@@ -1,39 +1,35 @@
-"""Wire shapes shared by the front doors: request parameters and the public job view.
+"""The wire shapes every front door shares: request parameters, and one view per resource.
 
-MCP meta-tools take their input and output schemas from these models, so what the
-schema promises is what the handlers validate and return.
+A resource (a job, a tool) has one model here, which is both its schema (MCP output schemas,
+the OpenAPI document) and, through ``of``, its one serializer; every door answers with it.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 
 from conveyor.executor import MAX_TIMEOUT_MS
-from conveyor.jobs.models import JobStatus
+from conveyor.jobs.models import Job, JobStatus, WebhookEvent, now_ms
+from conveyor.toolkit import Tool
 
 MAX_WAIT_SECONDS = 25.0
 MAX_OFFSET = 2**31 - 1  # fits every SQL integer type; a larger one overflowed SQLite's binding
 
 
 class _Request(BaseModel):
+    """Parameters of a request, the same at every door: MCP arguments and REST bodies are
+    validated strictly as JSON (a number is a JSON number), REST query values leniently (they are
+    text), and REST path parameters fill the fields they name."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-def json_number(value: Any) -> Any:
-    """A number must be a JSON number: pydantic's lax mode would also take true or "5"."""
-    if isinstance(value, bool | str):
-        raise PydanticCustomError("number_type", "Input should be a number")
-    return value
-
-
-def _capped_wait(value: Any) -> Any:
-    value = json_number(value)
-    if isinstance(value, int | float):
-        return min(MAX_WAIT_SECONDS, float(value))  # negatives are left for ge=0 to refuse
-    return value
+def _capped_wait(value: float) -> float:
+    return min(MAX_WAIT_SECONDS, value)  # capped, not refused: waiting less is always allowed
 
 
 WAIT_DESCRIPTION = (
@@ -43,6 +39,11 @@ WAIT_DESCRIPTION = (
 
 
 class SubmitJobRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"tool": "demo_sleep", "arguments": {"seconds": 0.1, "steps": 2}}]},
+    )
+
     tool: str = Field(description="Name of the tool to run, as listed by tools/list.", min_length=1)
     arguments: dict[str, Any] = Field(default_factory=dict, description="The tool's arguments.")
     idempotency_key: str | None = Field(
@@ -58,15 +59,14 @@ class SubmitJobRequest(_Request):
     )
     wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
 
-    _cap = field_validator("wait_seconds", mode="before")(_capped_wait)
-    _number = field_validator("timeout_ms", mode="before")(json_number)
+    _cap = field_validator("wait_seconds", mode="after")(_capped_wait)
 
 
 class JobStatusRequest(_Request):
     job_id: str = Field(description="The job's id, as jobs_submit returned it.", min_length=1)
     wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
 
-    _cap = field_validator("wait_seconds", mode="before")(_capped_wait)
+    _cap = field_validator("wait_seconds", mode="after")(_capped_wait)
 
 
 class CancelJobRequest(_Request):
@@ -129,6 +129,48 @@ class JobView(BaseModel):
     trace_id: str | None = None
     step_results: list[dict[str, Any]] | None = None
 
+    @classmethod
+    def of(cls, job: Job) -> dict[str, Any]:
+        """A job as every door shows it (REST, MCP meta-tools, resources, SSE, webhooks): the
+        seed API's shape, fields that do not apply to the status left out."""
+        view: dict[str, Any] = {
+            "job_id": job.job_id,
+            "status": str(job.status),
+            "tool": job.tool,
+            "created_at": _seconds(job.created_at),
+            "started_at": _seconds(job.started_at),
+            "completed_at": _seconds(job.completed_at),
+            "queue": job.queue,
+            "attempts": job.attempts,
+            "estimated_duration_ms": job.estimated_duration_ms,
+            "timeout_ms": job.timeout_ms,
+            "idempotency_key": job.idempotency_key,
+            "trace_id": job.trace_id,
+        }
+        if job.status is JobStatus.QUEUED:
+            view["position_in_queue"] = job.position_in_queue
+            view["status_message"] = job.status_message
+        if job.status is JobStatus.RUNNING and job.cancel_requested_at is not None:
+            # A sync tool stops only when it returns or checks: until then the cancel is pending.
+            view["cancel_requested_at"] = _seconds(job.cancel_requested_at)
+        if job.progress is not None:
+            view["progress"] = job.progress
+        if job.status is JobStatus.COMPLETED:
+            view["result"] = job.result
+        if job.error is not None and job.status.terminal:
+            view["error"] = job.error
+        if job.status.terminal:
+            view["execution_time_ms"] = job.execution_time_ms
+        if job.step_results:
+            view["step_results"] = job.step_results
+        # estimated_duration_ms stays even when unknown (null), as the seed API always answers it.
+        kept = ("result", "estimated_duration_ms")
+        return {key: value for key, value in view.items() if value is not None or key in kept}
+
+
+def _seconds(ms: int | None) -> int | None:
+    return None if ms is None else ms // 1000
+
 
 class Pagination(BaseModel):
     limit: int
@@ -139,3 +181,63 @@ class Pagination(BaseModel):
 class JobList(BaseModel):
     jobs: list[JobView]
     pagination: Pagination
+
+
+def webhook_payloads(job: Job, event: WebhookEvent, delivery_ids: list[str]) -> list[str]:
+    """The body of each delivery of this event: the event, when it happened, the job as
+    GET /jobs/{job_id} answers it, and the delivery's id, inside the signed body so that a
+    receiver dedupes by an id nobody can forge."""
+    happened = job.completed_at if job.completed_at is not None else now_ms()
+    timestamp = datetime.fromtimestamp(happened / 1000, UTC).isoformat(timespec="milliseconds")
+    body = {"event": str(event), "timestamp": timestamp.replace("+00:00", "Z"), "job": JobView.of(job)}
+    return [
+        json.dumps({**body, "delivery_id": delivery_id}, ensure_ascii=False, separators=(",", ":"))
+        for delivery_id in delivery_ids
+    ]
+
+
+class ToolAnnotationsView(BaseModel):
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+
+
+class ToolView(BaseModel):
+    name: str
+    toolkit: str
+    title: str
+    description: str
+    version: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None = None
+    annotations: ToolAnnotationsView
+    cancellable: bool
+    timeout_ms: int | None = None
+
+    @classmethod
+    def of(cls, tool: Tool) -> dict[str, Any]:
+        """A tool as every door describes it: REST's GET /tools, and the MCP tool definition,
+        which is made from this."""
+        hints = tool.annotations
+        return {
+            "name": tool.wire_name,
+            "toolkit": tool.toolkit,
+            "title": tool.title,
+            "description": tool.description,
+            "version": tool.version,
+            "input_schema": tool.input_schema,
+            "output_schema": tool.output_schema,
+            "annotations": {
+                "read_only": hints.read_only,
+                "destructive": hints.destructive,
+                "idempotent": hints.idempotent,
+                "open_world": hints.open_world,
+            },
+            "cancellable": tool.cancellable,
+            "timeout_ms": tool.timeout_ms,
+        }
+
+
+class ToolList(BaseModel):
+    tools: list[ToolView]

@@ -52,6 +52,7 @@ class Settings(BaseModel):
     default_timeout_ms: int | None = Field(3_600_000, gt=0)
     max_argument_bytes: int = Field(1_000_000, gt=0)
     max_result_bytes: int = Field(5_000_000, gt=0)
+    max_json_depth: int = Field(64, ge=2, le=512, description="deepest nesting a request's JSON may have")
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
@@ -63,6 +64,11 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(2_000_000, gt=0)
     enterprise_requests_per_minute: int = Field(1000, gt=0)
     enterprise_max_concurrent_jobs: int = Field(50, gt=0)
+    enterprise_max_sessions: int = Field(256, gt=0, description="MCP sessions one enterprise key may hold")
+    enterprise_max_streams: int = Field(256, gt=0, description="event streams one enterprise key may hold")
+    max_sessions: int = Field(10_000, gt=0, description="MCP sessions (2025 era, HTTP) open at once, in all")
+    max_streams: int = Field(1024, gt=0, description="event streams (SSE, MCP listens) open at once, in all")
+    session_idle_seconds: float = Field(600.0, gt=0, description="an idle MCP session is closed after this")
     metrics_public: bool = Field(False, description="serve /metrics without an admin key")
     task_poll_interval_ms: int = Field(1000, gt=0, description="the pollInterval MCP tasks suggest")
     task_inline_threshold_ms: int = Field(
@@ -124,10 +130,15 @@ class Settings(BaseModel):
     def plan_limits(self) -> dict[PlanName, PlanLimits]:
         # free and pro are the public API's plans; enterprise is whatever this deployment sells.
         return {
-            "free": PlanLimits(requests_per_minute=10, max_concurrent_jobs=1),
-            "pro": PlanLimits(requests_per_minute=100, max_concurrent_jobs=5),
+            "free": PlanLimits(requests_per_minute=10, max_concurrent_jobs=1, max_sessions=4, max_streams=4),
+            "pro": PlanLimits(
+                requests_per_minute=100, max_concurrent_jobs=5, max_sessions=32, max_streams=32
+            ),
             "enterprise": PlanLimits(
-                self.enterprise_requests_per_minute, self.enterprise_max_concurrent_jobs
+                self.enterprise_requests_per_minute,
+                self.enterprise_max_concurrent_jobs,
+                max_sessions=self.enterprise_max_sessions,
+                max_streams=self.enterprise_max_streams,
             ),
         }
 
@@ -136,6 +147,7 @@ class Settings(BaseModel):
             max_argument_bytes=self.max_argument_bytes,
             max_result_bytes=self.max_result_bytes,
             default_timeout_ms=self.default_timeout_ms,
+            max_json_depth=self.max_json_depth,
         )
 
 

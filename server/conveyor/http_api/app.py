@@ -26,7 +26,7 @@ import conveyor
 from conveyor.auth import Principal
 from conveyor.errors import ConfigError, ConveyorError, MethodNotAllowed, RouteNotFound
 from conveyor.http_api.endpoints import ENDPOINTS, Endpoint
-from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, session_manager
+from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, SessionQuota, session_manager
 from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.middleware import Access, AccessRule, RequestContext
 from conveyor.http_api.models import JobEvent
@@ -91,7 +91,9 @@ def build_app(runtime: Runtime) -> Starlette:
                 limiter=runtime.limiter,
                 rules=rules,
                 max_body=runtime.settings.max_request_bytes,
+                max_json_depth=runtime.settings.max_json_depth,
             ),
+            Middleware(SessionQuota, limiter=runtime.limiter, idle_s=runtime.settings.session_idle_seconds),
         ],
         exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,

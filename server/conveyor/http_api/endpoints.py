@@ -3,7 +3,6 @@ that both validate the request and describe it in OpenAPI."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -13,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import conveyor
-from conveyor import job_requests
+from conveyor import job_requests, strict_json
 from conveyor.auth import Principal
 from conveyor.errors import ConveyorError, InvalidArguments, PayloadTooLarge
 from conveyor.executor import invalid_arguments
@@ -25,11 +24,7 @@ from conveyor.http_api.models import (
     ExecuteToolResponse,
     Health,
     JobAccepted,
-    JobStatusQuery,
-    ListJobsQuery,
     RegisterWebhookBody,
-    SubmitJobBody,
-    ToolList,
     ToolsQuery,
     WebhookCreated,
     WebhookDeleted,
@@ -38,8 +33,16 @@ from conveyor.http_api.models import (
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.jobs.models import Job, JobStatus
 from conveyor.runtime import Runtime
-from conveyor.schemas import JobList, JobView
-from conveyor.toolkit import Tool
+from conveyor.schemas import (
+    JobList,
+    JobStatusRequest,
+    JobView,
+    ListJobsRequest,
+    SubmitJobRequest,
+    ToolList,
+    ToolView,
+)
+from conveyor.settings import Settings
 
 Access = Literal["public", "user", "admin"]
 Handler = Callable[[Request, Runtime, Principal | None], Awaitable[Response]]
@@ -61,7 +64,8 @@ class Endpoint:
     error_body: type[BaseModel] = ErrorBody  # the body of every status in errors
 
 
-async def read_body(request: Request, model: type[M], limit: int) -> M:
+async def read_body(request: Request, model: type[M], settings: Settings) -> M:
+    limit = settings.max_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit_bytes=limit)
@@ -71,21 +75,28 @@ async def read_body(request: Request, model: type[M], limit: int) -> M:
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is over the {limit} byte limit", limit_bytes=limit)
     try:
-        data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidArguments("request body is not valid JSON", argument="body") from None
+        data = strict_json.loads(body or b"null", max_depth=settings.max_json_depth)
+    except strict_json.NotStrictJson as exc:
+        location = exc.location
+        raise InvalidArguments(
+            f"request body is not strict JSON: {exc}", argument=location or "body"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidArguments("request body must be a JSON object", argument="body")
-    return _validate(model, data)
+    try:
+        # Strict: a number is a JSON number, as the OpenAPI document says; no "5", no true.
+        return model.model_validate_json(bytes(body), strict=True)
+    except ValidationError as exc:
+        raise invalid_arguments(exc) from None
 
 
 def read_query(request: Request, model: type[M]) -> M:
-    return _validate(model, dict(request.query_params))
-
-
-def _validate(model: type[M], data: dict[str, Any]) -> M:
+    """The query's values (lax: they are text, so "5" is how a number arrives) and the path's,
+    for the fields the model has; other query parameters (a cache buster) are no business of ours."""
+    values = {name: value for name, value in request.query_params.items() if name in model.model_fields}
+    values.update(request.path_params)
     try:
-        return model.model_validate(data)
+        return model.model_validate(values)
     except ValidationError as exc:
         raise invalid_arguments(exc) from None
 
@@ -99,9 +110,9 @@ def _principal(principal: Principal | None) -> Principal:
 
 
 async def execute_tool(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    body = await read_body(request, ExecuteToolRequest, runtime.settings.max_request_bytes)
+    body = await read_body(request, ExecuteToolRequest, runtime.settings)
     if body.mode == "async":
-        job = SubmitJobBody.model_validate(
+        job = SubmitJobRequest.model_validate(
             {"tool": body.tool, "arguments": body.arguments, "timeout_ms": body.timeout_ms}
         )
         return await _submit(runtime, _principal(principal), job)
@@ -121,27 +132,25 @@ async def execute_tool(request: Request, runtime: Runtime, principal: Principal 
 
 
 async def submit_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    body = await read_body(request, SubmitJobBody, runtime.settings.max_request_bytes)
+    body = await read_body(request, SubmitJobRequest, runtime.settings)
     return await _submit(runtime, _principal(principal), body)
 
 
-async def _submit(runtime: Runtime, principal: Principal, body: SubmitJobBody) -> Response:
+async def _submit(runtime: Runtime, principal: Principal, body: SubmitJobRequest) -> Response:
     job = await job_requests.submit_job(runtime, principal, body)
-    return JSONResponse(job.to_public(), status_code=200 if job.status.terminal else 202)
+    return JSONResponse(JobView.of(job), status_code=200 if job.status.terminal else 202)
 
 
 async def get_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    query = read_query(request, JobStatusQuery)
-    job = await job_requests.job_status(
-        runtime, _principal(principal), request.path_params["job_id"], query.wait_seconds
-    )
-    return JSONResponse(job.to_public())
+    query = read_query(request, JobStatusRequest)
+    job = await job_requests.job_status(runtime, _principal(principal), query.job_id, query.wait_seconds)
+    return JSONResponse(JobView.of(job))
 
 
 async def cancel_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     # Owner only: even an admin cancels only their own jobs (the seed API's rule).
     job = await runtime.engine.cancel(request.path_params["job_id"], owner=_principal(principal).id)
-    return JSONResponse({**job.to_public(), "message": _cancel_message(job)})
+    return JSONResponse({**JobView.of(job), "message": _cancel_message(job)})
 
 
 def _cancel_message(job: Job) -> str:
@@ -153,7 +162,7 @@ def _cancel_message(job: Job) -> str:
 
 
 async def list_jobs(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    query = read_query(request, ListJobsQuery)
+    query = read_query(request, ListJobsRequest)
     jobs, total = await runtime.engine.list(
         owner=_principal(principal).visible_owner,
         status=query.status,
@@ -162,11 +171,11 @@ async def list_jobs(request: Request, runtime: Runtime, principal: Principal | N
         offset=query.offset,
     )
     page = {"limit": query.limit, "offset": query.offset, "total": total}
-    return JSONResponse({"jobs": [job.to_public() for job in jobs], "pagination": page})
+    return JSONResponse({"jobs": [JobView.of(job) for job in jobs], "pagination": page})
 
 
 async def register_webhook(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    body = await read_body(request, RegisterWebhookBody, runtime.settings.max_request_bytes)
+    body = await read_body(request, RegisterWebhookBody, runtime.settings)
     webhook, secret = await runtime.webhooks.register(_principal(principal).id, body.url, body.events)
     return JSONResponse({**webhook.to_public(), "secret": secret}, status_code=201)
 
@@ -186,40 +195,22 @@ async def delete_webhook(request: Request, runtime: Runtime, principal: Principa
 async def list_tools(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     query = read_query(request, ToolsQuery)
     tools = runtime.registry.search(query.q) if query.q else list(runtime.registry)
-    return JSONResponse({"tools": [tool_view(tool) for tool in tools]})
-
-
-def tool_view(tool: Tool) -> dict[str, Any]:
-    hints = tool.annotations
-    return {
-        "name": tool.wire_name,
-        "toolkit": tool.toolkit,
-        "title": tool.title,
-        "description": tool.description,
-        "version": tool.version,
-        "input_schema": tool.input_schema,
-        "output_schema": tool.output_schema,
-        "annotations": {
-            "read_only": hints.read_only,
-            "destructive": hints.destructive,
-            "idempotent": hints.idempotent,
-            "open_world": hints.open_world,
-        },
-        "cancellable": tool.cancellable,
-        "timeout_ms": tool.timeout_ms,
-    }
+    return JSONResponse({"tools": [ToolView.of(tool) for tool in tools]})
 
 
 async def health(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
-    depth = await runtime.engine.store.queue_depth()  # public: only an index lookup, never a scan
-    return JSONResponse(
-        {
-            "status": "ok",
-            "version": conveyor.__version__,
-            "tools": len(runtime.registry),
-            "queue_depth": depth,
-        }
-    )
+    store = runtime.engine.store
+    depth = await store.queue_depth()  # public: only an index lookup, never a scan
+    answer: dict[str, Any] = {
+        "status": "ok" if store.fault is None else "unavailable",
+        "version": conveyor.__version__,
+        "tools": len(runtime.registry),
+        "queue_depth": depth,
+    }
+    if store.fault is not None:  # the database file went away: nothing is acknowledged any more
+        answer["reason"] = f"the database file was {store.fault}; restart Conveyor"
+        return JSONResponse(answer, status_code=503)
+    return JSONResponse(answer)
 
 
 JOB_ERRORS = (400, 401, 404, 429)
@@ -243,7 +234,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         submit_job,
         "Submit a tool run as a background job",
         counted=True,
-        body=SubmitJobBody,
+        body=SubmitJobRequest,
         responses={202: JobAccepted, 200: JobAccepted},
         errors=(400, 401, 404, 409, 413, 429, 503),
     ),
@@ -252,7 +243,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/jobs",
         list_jobs,
         "List your jobs, newest first",
-        query=ListJobsQuery,
+        query=ListJobsRequest,
         responses={200: JobList},
         errors=(400, 401, 429),
     ),
@@ -261,7 +252,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/jobs/{job_id}",
         get_job,
         "Poll a job's status and result",
-        query=JobStatusQuery,
+        query=JobStatusRequest,
         responses={200: JobView},
         errors=JOB_ERRORS,
     ),
@@ -307,5 +298,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         responses={200: ToolList},
         errors=(400, 401, 429),
     ),
-    Endpoint("GET", "/healthz", health, "Liveness and queue depth", access="public", responses={200: Health}),
+    Endpoint(
+        "GET",
+        "/healthz",
+        health,
+        "Liveness and queue depth",
+        access="public",
+        responses={200: Health, 503: Health},
+    ),
 )

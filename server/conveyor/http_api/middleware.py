@@ -8,7 +8,6 @@ and adds the ``X-RateLimit-*`` headers.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -33,8 +32,9 @@ from conveyor.errors import (
 )
 from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, principal_of_token
 from conveyor.http_api.metrics import Metrics
-from conveyor.http_api.responses import error_response
+from conveyor.http_api.responses import JSONResponse, error_response
 from conveyor.limits import RateLimiter, RateState
+from conveyor.mcp_server.wire import read_message
 
 logger = logging.getLogger("conveyor.http")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -91,6 +91,7 @@ class Access:
         limiter: RateLimiter,
         rules: dict[tuple[str, str], AccessRule],
         max_body: int,
+        max_json_depth: int,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -98,6 +99,7 @@ class Access:
         self.limiter = limiter
         self.rules = rules
         self.max_body = max_body
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,7 +120,14 @@ class Access:
             counted = rule.counted
             if scope["path"] == MCP_PATH and scope["method"] == "POST":
                 body = await _read_all(receive, self.max_body)
-                counted = _is_tool_call(body)
+                message, refused = read_message(body, max_depth=self.max_json_depth)
+                if refused is not None:  # a JSON-RPC error, as the MCP transport answers one
+                    await JSONResponse(refused, status_code=400)(scope, receive, send)
+                    return
+                counted = _is_tool_call(message)
+                scope["state"]["mcp_initialize"] = (
+                    isinstance(message, dict) and message.get("method") == "initialize"
+                )
                 receive = _replay(body, receive)
             state = self.limiter.hit(principal) if counted else self.limiter.peek(principal)
             if state is not None and not state.allowed:
@@ -193,10 +202,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _is_tool_call(body: bytes) -> bool:
-    try:
-        message: Any = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False  # the MCP transport answers malformed JSON itself
+def _is_tool_call(message: Any) -> bool:
     messages = message if isinstance(message, list) else [message]
     return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)

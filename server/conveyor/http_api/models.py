@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from conveyor.executor import MAX_TIMEOUT_MS
-from conveyor.jobs.models import JobStatus, WebhookEvent
-from conveyor.schemas import (
-    MAX_OFFSET,
-    MAX_WAIT_SECONDS,
-    WAIT_DESCRIPTION,
-    JobView,
-    SubmitJobRequest,
-    json_number,
-)
+from conveyor.jobs.models import WebhookEvent
+from conveyor.schemas import JobView
 
 ANY_JSON: JsonDict = {"type": ["object", "array", "string", "number", "boolean", "null"]}
 
@@ -36,22 +29,12 @@ class ExecuteToolRequest(BaseModel):
         None, gt=0, le=MAX_TIMEOUT_MS, description="Stop the run after this many milliseconds."
     )
 
-    _number = field_validator("timeout_ms", mode="before")(json_number)
-
 
 class ExecuteToolResponse(BaseModel):
     tool: str
     status: Literal["success"]
     result: Any = Field(json_schema_extra=ANY_JSON)
     execution_time_ms: int
-
-
-class SubmitJobBody(SubmitJobRequest):
-    """POST /jobs/submit: the jobs_submit meta-tool's parameters."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"tool": "demo_sleep", "arguments": {"seconds": 0.1, "steps": 2}}]}
-    )
 
 
 class JobAccepted(JobView):
@@ -77,61 +60,20 @@ class JobEvent(BaseModel):
     )
 
 
-class ListJobsQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    limit: int = Field(20, ge=1, le=100, description="Page size (at most 100).")
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
-    status: JobStatus | None = Field(None, description="Only jobs with this status.")
-    tool: str | None = Field(None, description="Only jobs of this tool.")
-
-
-class JobStatusQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
-
-    @field_validator("wait_seconds", mode="after")
-    @classmethod
-    def _cap(cls, value: float) -> float:
-        return min(value, MAX_WAIT_SECONDS)  # capped, as the jobs_status meta-tool caps it
-
-
 class ToolsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     q: str | None = Field(None, max_length=200, description="Words that every listed tool must contain.")
 
 
-class ToolAnnotationsView(BaseModel):
-    read_only: bool
-    destructive: bool
-    idempotent: bool
-    open_world: bool
-
-
-class ToolView(BaseModel):
-    name: str
-    toolkit: str
-    title: str
-    description: str
-    version: str
-    input_schema: dict[str, Any]
-    output_schema: dict[str, Any] | None = None
-    annotations: ToolAnnotationsView
-    cancellable: bool
-    timeout_ms: int | None = None
-
-
-class ToolList(BaseModel):
-    tools: list[ToolView]
-
-
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"] = Field(
+        description="unavailable (with 503): the database file was deleted or replaced; restart Conveyor."
+    )
     version: str
     tools: int
     queue_depth: int
+    reason: str | None = None
 
 
 class RegisterWebhookBody(BaseModel):

@@ -148,7 +148,7 @@ def _response(endpoint: Endpoint, status: int, content: dict[str, Any]) -> dict[
     names = ["X-Request-Id"]
     if endpoint.access != "public" and status not in _UNMETERED:
         names += RATE_HEADERS
-    if status in (429, 503):
+    if status in (429, 503) and status in endpoint.errors:
         names.append("Retry-After")
     if status == 401:
         names.append("WWW-Authenticate")
@@ -169,8 +169,11 @@ def _query_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
         return []
     schema = endpoint.query.model_json_schema()
     required = set(schema.get("required", ()))
+    in_path = {part[1:-1] for part in endpoint.path.split("/") if part.startswith("{")}
     parameters = []
     for name, prop in schema.get("properties", {}).items():
+        if name in in_path:
+            continue  # a path parameter the same model carries
         prop = _query_value(prop, schema.get("$defs", {}))
         description = prop.pop("description", None)
         parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}

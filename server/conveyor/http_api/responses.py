@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from conveyor import strict_json
 from conveyor.errors import ConveyorError
+
+logger = logging.getLogger("conveyor.http")
 
 
 class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            return strict_json.dumps(content).encode()
+        except (ValueError, UnicodeEncodeError):  # never expected: every door checks what comes in
+            logger.warning("answered a sanitized body", extra={"action": "http.sanitized"})
+            return strict_json.dumps(strict_json.sanitized(content)).encode()
 
 
 def request_id_of(conn: HTTPConnection) -> str:

@@ -7,17 +7,21 @@ every change, and ends after the terminal state. Events are unnamed, so a browse
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from conveyor import strict_json
 from conveyor.auth import Principal
 from conveyor.events import Subscription
 from conveyor.jobs.models import Job
 from conveyor.runtime import Runtime
+from conveyor.schemas import JobView
 
 KEEP_ALIVE_SECONDS = 15.0
 
@@ -26,23 +30,43 @@ async def stream_job(request: Request, runtime: Runtime, principal: Principal | 
     assert principal is not None
     job_id = request.path_params["job_id"]
     owner = principal.visible_owner
+    job = await runtime.engine.get(job_id, owner=owner)  # JOB_NOT_FOUND answers before streaming starts
+    runtime.streams.acquire(principal)  # RATE_LIMIT_EXCEEDED past the key's share of streams
     subscribing = runtime.events.subscribe(job_id)
-    updates = subscribing.__enter__()  # before the first read, so no change falls in between
+    updates = subscribing.__enter__()
     try:
-        job = await runtime.engine.get(job_id, owner=owner)  # JOB_NOT_FOUND answers before streaming starts
+        job = await runtime.engine.get(job_id, owner=owner)  # again, subscribed: nothing falls in between
     except BaseException:
-        subscribing.__exit__(None, None, None)
+        _close(runtime, principal, subscribing)
         raise
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            async for chunk in _event_stream(job, updates):
-                yield chunk
-        finally:
-            subscribing.__exit__(None, None, None)
-
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return _HeldStream(
+        _event_stream(job, updates),
+        on_close=lambda: _close(runtime, principal, subscribing),
+        media_type="text/event-stream",
+        headers=headers,
+    )
+
+
+class _HeldStream(StreamingResponse):
+    """A stream whose hold on its slot and subscription ends however the response ends: finished,
+    failed, or never started because the client left first (a generator's own ``finally`` would
+    not run then)."""
+
+    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _close(runtime: Runtime, principal: Principal, subscribing: AbstractContextManager[Subscription]) -> None:
+    subscribing.__exit__(None, None, None)
+    runtime.streams.release(principal)
 
 
 async def _event_stream(job: Job, updates: Subscription) -> AsyncIterator[str]:
@@ -63,7 +87,7 @@ async def _event_stream(job: Job, updates: Subscription) -> AsyncIterator[str]:
 
 
 def _event(number: int, job: Job) -> str:
-    return f"id: {number}\ndata: {json.dumps(job.to_public(), ensure_ascii=False)}\n\n"
+    return f"id: {number}\ndata: {strict_json.dumps(JobView.of(job))}\n\n"
 
 
 def _same(a: Job, b: Job) -> bool:

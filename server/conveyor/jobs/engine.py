@@ -127,6 +127,7 @@ class JobEngine:
         self._cancels_pending: set[str] = set()  # asked here of jobs this process claimed but has not started
         self._estimates: dict[str, int | None] = {}
         self._draining = False
+        self._hard_stop = False  # the drain's grace is over: pending writes may give up
         self._drained = anyio.Event()  # set when draining and nothing runs any more
         self._record: WorkerRecord | None = None  # this process as a worker, once it runs
         self._workers_seen: tuple[float, builtins.list[WorkerRecord]] = (-WORKERS_CACHE_S, [])
@@ -375,6 +376,7 @@ class JobEngine:
                 tg.start_soon(hurried)
                 await self._until_nothing_runs()
                 tg.cancel_scope.cancel()
+        self._hard_stop = True
         for running in self._running.values():
             running.scope.cancel()  # past the grace period: what still runs is interrupted
         await self._until_nothing_runs()
@@ -612,16 +614,19 @@ class JobEngine:
                 self._wake_workers(probe=True)
 
     async def _landed(self, job: Job, running: _Running, write: Callable[[], Awaitable[T]]) -> T | None:
-        """A write of this run, retried through a busy store until it lands or the run's lease
-        is lost (``None`` then: past the lease, the job is any live process's to recover)."""
+        """A write of this run, retried through a busy or full store until it lands, for as long as
+        the process runs: a run that completed is recorded completed once the store takes writes
+        again. (``None`` from the write: the fence refused it, the job is not in this run any more.)
+        Only a stop past its grace period gives up, once the run's lease is over: the job is then
+        any live process's to recover."""
         pause = 0.05
         while True:
             try:
                 return await write()
             except Exception as exc:
-                if now_ms() >= running.lease_expires_at:
+                if self._hard_stop and now_ms() >= running.lease_expires_at:
                     logger.error(
-                        "run write lost with the lease",
+                        "run write given up at stop",
                         exc_info=exc,
                         extra={"action": "job.write_lost", "job_id": job.job_id},
                     )

@@ -48,8 +48,11 @@ class _Pending:
 
 
 class GroupCommit:
-    def __init__(self, thread: SQLiteThread) -> None:
+    def __init__(self, thread: SQLiteThread, *, before_writes: Callable[[], None] | None = None) -> None:
+        """``before_writes`` runs on the thread before each write transaction; if it raises, that
+        batch's writes fail with its exception, and nothing is written."""
         self._thread = thread
+        self._before_writes = before_writes
         self._queue: list[_Pending] = []
         self._leading = False
 
@@ -78,7 +81,7 @@ class GroupCommit:
         await anyio.lowlevel.checkpoint()
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         try:
-            await self._thread.call(partial(run_batch, batch=batch))
+            await self._thread.call(partial(run_batch, batch=batch, before_writes=self._before_writes))
         except Exception as exc:  # the thread is gone (the store closed): all learn it
             for pending in batch:
                 if not pending.finished:
@@ -93,13 +96,22 @@ class GroupCommit:
                 self._leading = False
 
 
-def run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+def run_batch(
+    conn: sqlite3.Connection, batch: list[_Pending], before_writes: Callable[[], None] | None = None
+) -> None:
     """On the connection's thread: the reads in one transaction, then the writes in another."""
     reads = [pending for pending in batch if not pending.write]
     writes = [pending for pending in batch if pending.write]
     if reads:
         _run_reads(conn, reads)
     if writes:
+        try:
+            if before_writes is not None:
+                before_writes()
+        except Exception as exc:
+            for pending in writes:
+                pending.error = exc
+            return
         _run_writes(conn, writes)
 
 

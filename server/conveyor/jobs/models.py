@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import enum
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 JobKind = Literal["job", "task"]  # a task is a job an MCP client created as a task
@@ -86,42 +84,6 @@ class Job:
     lease_owner: str | None = None  # the worker running it
     lease_expires_at: int | None = None
     status_message: str | None = None  # not stored: why a queued job waits, when no worker can run it
-
-    def to_public(self) -> dict[str, Any]:
-        """The seed API's job shape: fields that do not apply to the status are left out."""
-        view: dict[str, Any] = {
-            "job_id": self.job_id,
-            "status": str(self.status),
-            "tool": self.tool,
-            "created_at": _seconds(self.created_at),
-            "started_at": _seconds(self.started_at),
-            "completed_at": _seconds(self.completed_at),
-            "queue": self.queue,
-            "attempts": self.attempts,
-            "estimated_duration_ms": self.estimated_duration_ms,
-            "timeout_ms": self.timeout_ms,
-            "idempotency_key": self.idempotency_key,
-            "trace_id": self.trace_id,
-        }
-        if self.status is JobStatus.QUEUED:
-            view["position_in_queue"] = self.position_in_queue
-            view["status_message"] = self.status_message
-        if self.status is JobStatus.RUNNING and self.cancel_requested_at is not None:
-            # A sync tool stops only when it returns or checks: until then the cancel is pending.
-            view["cancel_requested_at"] = _seconds(self.cancel_requested_at)
-        if self.progress is not None:
-            view["progress"] = self.progress
-        if self.status is JobStatus.COMPLETED:
-            view["result"] = self.result
-        if self.error is not None and self.status.terminal:
-            view["error"] = self.error
-        if self.status.terminal:
-            view["execution_time_ms"] = self.execution_time_ms
-        if self.step_results:
-            view["step_results"] = self.step_results
-        # estimated_duration_ms stays even when unknown (null), as the seed API always answers it.
-        kept = ("result", "estimated_duration_ms")
-        return {key: value for key, value in view.items() if value is not None or key in kept}
 
 
 def _seconds(ms: int | None) -> int | None:
@@ -217,15 +179,3 @@ class Delivery:
 
 def new_delivery_id() -> str:
     return f"whd_{secrets.token_hex(16)}"
-
-
-def webhook_payloads(job: Job, event: WebhookEvent, delivery_ids: list[str]) -> list[str]:
-    """The body of each delivery of this event: the event, when it happened, the job, and the
-    delivery's id, inside the signed body so that a receiver dedupes by an id nobody can forge."""
-    happened = job.completed_at if job.completed_at is not None else now_ms()
-    timestamp = datetime.fromtimestamp(happened / 1000, UTC).isoformat(timespec="milliseconds")
-    body = {"event": str(event), "timestamp": timestamp.replace("+00:00", "Z"), "job": job.to_public()}
-    return [
-        json.dumps({**body, "delivery_id": delivery_id}, ensure_ascii=False, separators=(",", ":"))
-        for delivery_id in delivery_ids
-    ]

@@ -23,11 +23,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from conveyor import strict_json
 from conveyor.auth import ApiKey
 from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 from conveyor.jobs.queries import load_migrations, load_queries
+from conveyor.jobs.sqlite_file import DatabaseFile, DatabaseFileLost
 from conveyor.jobs.sqlite_thread import SQLiteThread
 from conveyor.jobs.sqlite_webhooks import SQLiteWebhookStore
 
@@ -40,6 +42,26 @@ WATCH_INTERVAL_S = 0.05  # how often data_version is read: changes reach other p
 CHANGES_PAGE = 500
 CLAIM_TIMEOUT_S = 0.5
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+# A full disk, I/O errors, a file that became read-only, unreadable or not a database any more.
+_FAULT_CODES = (
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_NOTADB,
+)
+STORE_FAULT_RETRY_S = 5
+
+
+def _store_fault(exc: sqlite3.OperationalError) -> Exception:
+    """What a failing statement means to the caller: a full disk or an unusable file is the
+    store being unavailable (coded, retryable: nothing was committed); anything else, a bug."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _FAULT_CODES:
+        logger.error("database unavailable", extra={"action": "store.fault", "error": str(exc)})
+        return StoreUnavailable(f"The database cannot be written: {exc}", retry_after=STORE_FAULT_RETRY_S)
+    return exc
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -58,19 +80,30 @@ class SQLiteJobStore:
         self._q = load_queries("sqlite")
         self._thread: SQLiteThread | None = None
         self._group: group_commit.GroupCommit | None = None
+        self._file = DatabaseFile(self.path)
         self.webhooks = SQLiteWebhookStore(self._run, self._q)  # same database, same committer
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        existed = self._file.prepare()
         thread = SQLiteThread(self._connect, name=f"conveyor-sqlite:{Path(self.path).name}")
         try:
             await thread.start()
-            self._thread, self._group = thread, group_commit.GroupCommit(thread)
-            await self._run(_migrate)
+            self._thread, self._group = (
+                thread,
+                group_commit.GroupCommit(thread, before_writes=self._file.check),
+            )
+            await self._run(_migrate)  # a write: a database that cannot be written fails here, at start
         except (sqlite3.Error, StoreUnavailable) as exc:
             await self.close()
             raise ConfigError(f"cannot use {self.path} as Conveyor's database: {exc}") from None
+        self._file.remember()
+        if not existed:
+            self._file.log_creation()
+
+    @property
+    def fault(self) -> str | None:
+        """Why this store cannot take writes any more (its file was deleted or replaced), if so."""
+        return self._file.fault
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -108,9 +141,11 @@ class SQLiteJobStore:
                 raise RuntimeError("the job store is not open")
             try:
                 return await self._group.run(operation, write=write)
+            except DatabaseFileLost as exc:
+                raise StoreUnavailable(str(exc), retry_after=STORE_FAULT_RETRY_S) from None
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
-                    raise
+                    raise _store_fault(exc) from None
             now = anyio.current_time()
             deadline = now + patience if deadline is None else deadline
             if now >= deadline:
@@ -144,7 +179,7 @@ class SQLiteJobStore:
             {
                 "job_id": job.job_id,
                 "tool": job.tool,
-                "arguments": json.dumps(job.arguments),
+                "arguments": _dump(job.arguments),
                 "owner": job.owner,
                 "queue": job.queue,
                 "created_at": job.created_at,
@@ -244,7 +279,7 @@ class SQLiteJobStore:
         await self._rowcount("extend_leases", params)
 
     async def save_progress(self, job_id: str, progress: dict[str, Any], *, attempt: int) -> None:
-        params = {"job_id": job_id, "progress": json.dumps(progress), "attempt": attempt}
+        params = {"job_id": job_id, "progress": _dump(progress), "attempt": attempt}
         await self._rowcount("save_progress", self._stamped(params))
 
     async def finish(
@@ -264,9 +299,9 @@ class SQLiteJobStore:
             "attempt": attempt,
             "status": str(status),
             "now": now,
-            "result": None if status is not JobStatus.COMPLETED else json.dumps(result),
-            "error": None if error is None else json.dumps(error),
-            "step_results": json.dumps(step_results) if step_results else None,
+            "result": None if status is not JobStatus.COMPLETED else _dump(result),
+            "error": None if error is None else _dump(error),
+            "step_results": _dump(step_results) if step_results else None,
             "execution_time_ms": execution_time_ms,
         }
         return await self._terminal("finish_job", params)
@@ -284,7 +319,7 @@ class SQLiteJobStore:
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
         return await self._terminal(
-            "cancel_queued_job", {"job_id": job_id, "now": now, "error": json.dumps(error)}
+            "cancel_queued_job", {"job_id": job_id, "now": now, "error": _dump(error)}
         )
 
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
@@ -368,6 +403,7 @@ class SQLiteJobStore:
         task_status.started()
         while True:
             await anyio.sleep(WATCH_INTERVAL_S)
+            self._file.look()  # a deleted or replaced file is noticed even with nothing written
             try:
                 current = await self._run(_data_version, write=False)
                 if current == data_version:
@@ -478,6 +514,25 @@ def _to_key(row: sqlite3.Row) -> ApiKey:
     )
 
 
+def _dump(value: Any) -> str:
+    """A JSON column's text. What reaches here was checked at the door; should anything not strict
+    slip through, it is stored sanitized rather than as text no client could read back."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        logger.warning("stored a sanitized value", extra={"action": "store.sanitized"})
+        return json.dumps(strict_json.sanitized(value), allow_nan=False)
+
+
+def _load(text: str) -> Any:
+    value = json.loads(text)
+    # Rows written before every door checked its input may hold a lone surrogate (an escape, as
+    # stored) or NaN: they read back sanitized, so one job cannot break the listings it is in.
+    if "\\ud" in text or "\\uD" in text or "NaN" in text or "Infinity" in text:
+        value = strict_json.sanitized(value)
+    return value
+
+
 def _job_or_none(row: sqlite3.Row | None) -> Job | None:
     return _to_job(row) if row is not None else None
 
@@ -490,7 +545,7 @@ def _to_job(row: sqlite3.Row) -> Job:
     values = {name: row[index] for index, name in _layout(tuple(row.keys()))}
     for column in _JSON_COLUMNS:
         if values.get(column) is not None:
-            values[column] = json.loads(values[column])
+            values[column] = _load(values[column])
     values["status"] = _STATUSES[values["status"]]
     return Job(**values)
 

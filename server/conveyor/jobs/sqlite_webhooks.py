@@ -22,8 +22,8 @@ from conveyor.jobs.models import (
     WebhookEvent,
     new_delivery_id,
     now_ms,
-    webhook_payloads,
 )
+from conveyor.schemas import webhook_payloads
 
 T = TypeVar("T")
 

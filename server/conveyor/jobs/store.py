@@ -20,6 +20,11 @@ from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 class JobStore(Protocol):
     origin: str  # this store's stamp on the jobs it writes
 
+    @property
+    def fault(self) -> str | None:
+        """Why the store takes no writes any more (its file deleted or replaced), if it does not."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

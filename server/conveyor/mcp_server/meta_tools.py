@@ -9,7 +9,9 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, ValidationError
 
+from conveyor import strict_json
 from conveyor.auth import Principal
+from conveyor.errors import InvalidArguments
 from conveyor.executor import invalid_arguments
 from conveyor.job_requests import job_status, submit_job
 from conveyor.jobs.models import Job
@@ -38,8 +40,16 @@ class MetaTool:
     handler: Handler
 
     def parse(self, arguments: dict[str, Any] | None) -> BaseModel:
+        """Strict, as a tool's arguments are: JSON types as the input schema says them."""
+        arguments = arguments or {}
         try:
-            return self.request.model_validate(arguments or {})
+            strict_json.check(arguments)
+        except strict_json.NotStrictJson as exc:
+            raise InvalidArguments(
+                f"Invalid arguments: {exc}", argument=exc.path[0] if exc.path else None
+            ) from None
+        try:
+            return self.request.model_validate_json(strict_json.dumps(arguments), strict=True)
         except ValidationError as exc:
             raise invalid_arguments(exc) from None
 
@@ -57,7 +67,7 @@ class MetaTool:
 
 
 def job_result(job: Job) -> types.CallToolResult:
-    view = job.to_public()
+    view = JobView.of(job)
     return structured_result(view, describe_job(view))
 
 
@@ -82,7 +92,7 @@ async def list_jobs(runtime: Runtime, principal: Principal, request: ListJobsReq
         limit=request.limit,
         offset=request.offset,
     )
-    views = [job.to_public() for job in jobs]
+    views = [JobView.of(job) for job in jobs]
     data = {"jobs": views, "pagination": {"limit": request.limit, "offset": request.offset, "total": total}}
     lines = [f"{len(views)} of {total} jobs (offset {request.offset}):"]
     lines += [f"- {v['job_id']} {v['tool']} {v['status']}" for v in views]

@@ -8,7 +8,6 @@ and ``notifications/resources/updated`` on the connection; 2026-07-28 by a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -22,14 +21,16 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 
+from conveyor import strict_json
 from conveyor.auth import Principal
-from conveyor.errors import JobNotFound
+from conveyor.errors import JobNotFound, RateLimitExceeded
 from conveyor.events import Subscription
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.eras import era_of
 from conveyor.runtime import Runtime
+from conveyor.schemas import JobView
 
 logger = logging.getLogger("conveyor.mcp.resources")
 
@@ -51,6 +52,7 @@ class JobResources:
         self.runtime = runtime
         self.resolve = resolve
         self.bus = InMemorySubscriptionBus()
+        self._listen = ListenHandler(self.bus, max_subscriptions=runtime.settings.max_streams)
         self._tg: anyio.abc.TaskGroup | None = None
         self._watches: dict[tuple[int, str], anyio.CancelScope] = {}  # (session, job id) -> its watch
 
@@ -61,7 +63,7 @@ class JobResources:
         server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, self.subscribe)
         server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, self.unsubscribe)
         server.add_request_handler(
-            "subscriptions/listen", types.SubscriptionsListenRequestParams, ListenHandler(self.bus)
+            "subscriptions/listen", types.SubscriptionsListenRequestParams, self.listen
         )
 
     @asynccontextmanager
@@ -96,7 +98,7 @@ class JobResources:
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         job = await self._job(ctx, str(params.uri))
-        text = json.dumps(job.to_public(), ensure_ascii=False)
+        text = strict_json.dumps(JobView.of(job))
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=job_uri(job.job_id), mime_type=MIME, text=text)]
         )
@@ -109,12 +111,34 @@ class JobResources:
             return types.EmptyResult()  # it will never change again: nothing to watch
         key = (_connection_id(ctx.session), job.job_id)
         if key not in self._watches and self._tg is not None:
+            principal = self.resolve(ctx)
+            try:
+                self.runtime.streams.acquire(principal)  # a watch is a stream: within the key's share
+            except RateLimitExceeded as exc:
+                raise MCPError(INVALID_REQUEST, exc.message, exc.to_payload()) from None
             scope = anyio.CancelScope()
             self._watches[key] = scope
             # Subscribed before the reply: every change after it reaches the client.
             subscribing = self.runtime.events.subscribe(job.job_id)
-            self._tg.start_soon(self._watch, key, scope, ctx.session, subscribing, subscribing.__enter__())
+            updates = subscribing.__enter__()
+            self._tg.start_soon(self._watch, key, scope, ctx.session, subscribing, updates, principal)
         return types.EmptyResult()
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """A 2026 listen stream, for job resources the caller may read, within the key's share of streams."""
+        for uri in params.notifications.resource_subscriptions or ():
+            await self._job(ctx, uri)  # another key's job (or no job) is not found, as on read
+        principal = self.resolve(ctx)
+        try:
+            self.runtime.streams.acquire(principal)
+        except RateLimitExceeded as exc:
+            raise MCPError(INVALID_REQUEST, exc.message, exc.to_payload()) from None
+        try:
+            return await self._listen(ctx, params)
+        finally:
+            self.runtime.streams.release(principal)
 
     async def unsubscribe(
         self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
@@ -132,6 +156,7 @@ class JobResources:
         session: ServerSession,
         subscribing: AbstractContextManager[Subscription],
         updates: Subscription,
+        principal: Principal,
     ) -> None:
         try:
             with scope:
@@ -145,6 +170,7 @@ class JobResources:
         finally:
             subscribing.__exit__(None, None, None)  # entered by subscribe(), before its reply
             self._watches.pop(key, None)
+            self.runtime.streams.release(principal)
 
     async def _publish_changes(self) -> None:
         with self.runtime.events.subscribe() as changes:

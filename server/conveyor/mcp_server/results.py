@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import mcp_types as types
 
+from conveyor import strict_json
 from conveyor.errors import ConveyorError
 from conveyor.executor import Outcome
 
@@ -19,7 +19,7 @@ def outcome_result(outcome: Outcome, *, structured: bool) -> types.CallToolResul
 
 def value_result(value: Any, *, structured: bool) -> types.CallToolResult:
     """What a successful ``tools/call`` answers: the value as text, and as structure when it has a schema."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = value if isinstance(value, str) else strict_json.dumps(value, compact=False)
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],
         structured_content=value if structured and isinstance(value, dict) else None,
@@ -57,7 +57,7 @@ def describe_job(job: dict[str, Any]) -> str:
             done += ", cancel requested (it stops when its tool next checks or returns)"
         return f"{head}{done}. " + _poll_hint(job)
     if status == "completed":
-        result = json.dumps(job.get("result"), ensure_ascii=False)
+        result = strict_json.dumps(job.get("result"), compact=False)
         if len(result) > MAX_TEXT_RESULT:
             result = result[:MAX_TEXT_RESULT] + "… (truncated; the full result is in the structured content)"
         return f"{head} in {job.get('execution_time_ms')} ms. Result: {result}"

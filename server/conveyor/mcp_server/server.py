@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,13 +10,14 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server import Server
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import ValidationError
 
 import conveyor
 from conveyor.auth import LOCAL_USER, Principal
-from conveyor.errors import ConveyorError, ToolNotFound
+from conveyor.errors import ConveyorError, InternalError, ToolNotFound
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.meta_tools import META_TOOLS
 from conveyor.mcp_server.resources import JobResources
@@ -24,6 +26,7 @@ from conveyor.mcp_server.task_notifier import TaskNotifier
 from conveyor.mcp_server.tasks import Tasks
 from conveyor.progress import Progress
 from conveyor.runtime import Runtime
+from conveyor.schemas import ToolView
 from conveyor.toolkit import Tool
 
 INSTRUCTIONS = """\
@@ -34,6 +37,8 @@ Conveyor runs tools now or as durable background jobs.
 - Then call jobs_status with that job_id and wait_seconds=25 until status is completed, failed,
   canceled or timeout. jobs_cancel stops a job; jobs_list shows your jobs.
 Jobs survive restarts, so a job_id stays valid across conversations."""
+
+logger = logging.getLogger("conveyor.mcp")
 
 PrincipalResolver = Callable[[ServerRequestContext[Any, Any]], Principal]
 
@@ -83,6 +88,7 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    server.middleware.append(_coded_errors)  # outermost of ours: whatever the handlers below raise
     Tasks(runtime, resolve, notifier).install(server)
     resources.install(server)
     return server
@@ -106,25 +112,49 @@ async def _run_direct(
     return outcome_result(outcome, structured=tool.output_model is not None)
 
 
+async def _coded_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Every error a client sees is coded: a Conveyor error keeps its code in ``data``, and a bug
+    is INTERNAL_ERROR with a request id to find it in the log (the SDK would answer code 0 with
+    the exception's text)."""
+    try:
+        return await call_next(ctx)
+    except (MCPError, ValidationError):
+        raise  # already JSON-RPC errors (the SDK answers a ValidationError as invalid params)
+    except ConveyorError as exc:
+        code = INVALID_PARAMS if exc.http_status < 500 else INTERNAL_ERROR
+        raise MCPError(code, exc.message, {**exc.to_payload(), "request_id": _request_id(ctx)}) from None
+    except Exception:
+        request_id = _request_id(ctx)
+        logger.exception(
+            "MCP handler failed", extra={"action": "mcp.internal_error", "request_id": request_id}
+        )
+        error = InternalError()
+        raise MCPError(
+            INTERNAL_ERROR, error.message, {**error.to_payload(), "request_id": request_id}
+        ) from None
+
+
 def _request_id(ctx: ServerRequestContext[Any, Any]) -> str:
     """The JSON-RPC id names the request in client and server logs alike; in-process calls may have none."""
     return str(ctx.request_id) if ctx.request_id is not None else f"req_{secrets.token_hex(8)}"
 
 
 def mcp_tool(tool: Tool) -> types.Tool:
-    hints = tool.annotations
+    """The MCP definition of a tool, made from its one view."""
+    view = ToolView.of(tool)
+    hints = view["annotations"]
     return types.Tool(
-        name=tool.wire_name,
-        title=tool.title,
-        description=tool.description,
-        input_schema=tool.input_schema,
-        output_schema=tool.output_schema,
+        name=view["name"],
+        title=view["title"],
+        description=view["description"],
+        input_schema=view["input_schema"],
+        output_schema=view["output_schema"],
         annotations=types.ToolAnnotations(
-            title=tool.title,
-            read_only_hint=hints.read_only,
-            destructive_hint=hints.destructive,
-            idempotent_hint=hints.idempotent,
-            open_world_hint=hints.open_world,
+            title=view["title"],
+            read_only_hint=hints["read_only"],
+            destructive_hint=hints["destructive"],
+            idempotent_hint=hints["idempotent"],
+            open_world_hint=hints["open_world"],
         ),
-        _meta={"conveyor/version": tool.version, "conveyor/cancellable": tool.cancellable},
+        _meta={"conveyor/version": view["version"], "conveyor/cancellable": view["cancellable"]},
     )

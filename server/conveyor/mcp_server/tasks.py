@@ -37,11 +37,13 @@ from conveyor.mcp_server.task_views import (
     task_2026,
 )
 from conveyor.runtime import Runtime
+from conveyor.schemas import MAX_OFFSET
 from conveyor.toolkit import Tool
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 TASK_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 LIST_PAGE = 50
+MAX_CURSOR_DIGITS = 12
 RESULT_WAIT_SLICE_S = 3600.0
 
 
@@ -259,12 +261,15 @@ def _encode_cursor(offset: int) -> str:
 
 
 def _decode_cursor(cursor: str | None) -> int:
+    """The offset a cursor of ours holds; anything else (forged, too long, out of range) is -32602."""
     if cursor is None:
         return 0
     try:
-        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if kind == "o" and value.isdigit():
-            return int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise MCPError(INVALID_PARAMS, "Invalid cursor", cursor)
+        kind, _, value = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii").partition(":")
+    except (binascii.Error, UnicodeError, ValueError):
+        kind, value = "", ""
+    if kind == "o" and value.isascii() and value.isdigit() and len(value) <= MAX_CURSOR_DIGITS:
+        offset = int(value)
+        if offset <= MAX_OFFSET:
+            return offset
+    raise MCPError(INVALID_PARAMS, "Invalid cursor: pass back a nextCursor as tasks/list gave it", None)
