@@ -58,9 +58,11 @@ async def started_hold(http: httpx2.AsyncClient, tool: str = "testkit_hold") -> 
 
 
 @asynccontextmanager
-async def mcp_client(live: LiveServer, key: str, era: str, **headers: str) -> AsyncIterator[Client]:
+async def mcp_client(
+    live: LiveServer, key: str, era: str, *, message_handler: Any = None, **headers: str
+) -> AsyncIterator[Client]:
     """An MCP SDK client talking to the live server's /mcp over real HTTP with the key."""
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}", **headers}, timeout=30)
     transport = streamable_http_client(f"{live.url}/mcp", http_client=http)
-    async with http, Client(transport, mode=era) as client:
+    async with http, Client(transport, mode=era, message_handler=message_handler) as client:
         yield client

@@ -459,6 +459,7 @@ async def test_tools_with_q_lists_only_the_tools_matching_every_word(server: Liv
         "testkit_hold",
         "testkit_hold_uncancellable",
         "testkit_hold_observed",
+        "testkit_hold_big",
     }
     assert none["tools"] == []
 

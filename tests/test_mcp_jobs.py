@@ -137,6 +137,8 @@ async def test_every_registry_tool_can_be_called_directly(
         "testkit_sync_unchecking": ({}, "released", None),
         "testkit_record_run": ({"directory": str(tmp_path), "key": "k"}, "k", None),
         "testkit_nap": ({"seconds": 0}, "rested", None),
+        "testkit_unruly": ({"kind": "nan"}, None, "EXECUTION_ERROR"),
+        "testkit_hold_big": ({"size": 2}, "xx", None),
     }
     task_only = {"testkit_long"}  # a direct call of a task-required tool is a protocol error
     listed = {tool.name for tool in (await client.list_tools()).tools} - META_TOOLS
@@ -176,6 +178,8 @@ async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtim
         "testkit_sleep_uncancellable": {"seconds": 0},
         "testkit_record_run": {"directory": str(tmp_path), "key": "k"},
         "testkit_nap": {"seconds": 0},
+        "testkit_unruly": {"kind": "progress"},
+        "testkit_hold_big": {"size": 2},
     }
     samples.update({tool.wire_name: {} for tool in runtime.registry if tool.wire_name not in samples})
     for name, arguments in samples.items():

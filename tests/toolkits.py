@@ -170,3 +170,26 @@ async def nap(ctx: ToolContext, seconds: float) -> str:
     ctx.report_progress(0, 1, "napping")
     await anyio.sleep(seconds)
     return "rested"
+
+
+# -- what JSON cannot carry (test_strict_json.py) ------------------------------------------
+
+
+@toolkit.tool(open_world=False)
+async def unruly(ctx: ToolContext, kind: str) -> dict[str, object]:
+    """Answer what JSON cannot carry (kind "nan" or "surrogate"), or report progress in text no
+    encoder can write (kind "progress")."""
+    if kind == "nan":
+        return {"value": float("nan")}
+    if kind == "surrogate":
+        return {"text": "\ud800"}
+    ctx.report_progress(1, 2, "half \udfff way")
+    return {"ok": True}
+
+
+@toolkit.tool
+async def hold_big(size: int) -> str:
+    """Like hold, then answers a string of the given size (a finish that needs room on disk)."""
+    started.set()
+    await release.wait()
+    return "x" * size

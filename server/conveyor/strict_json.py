@@ -98,7 +98,7 @@ def clean_text(text: str) -> str:
     """The text with each lone surrogate replaced by U+FFFD (for free text: messages, logs)."""
     if text.isascii():
         return text
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def sanitized(value: Any) -> Any:

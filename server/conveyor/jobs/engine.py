@@ -624,7 +624,8 @@ class JobEngine:
             try:
                 return await write()
             except Exception as exc:
-                if self._hard_stop and now_ms() >= running.lease_expires_at:
+                gone = self.store.fault is not None  # the file went away: no write of ours is read again
+                if gone or (self._hard_stop and now_ms() >= running.lease_expires_at):
                     logger.error(
                         "run write given up at stop",
                         exc_info=exc,
