@@ -8,6 +8,7 @@ served in-process. Both load ``measure.py`` from this folder, so every peer is t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -363,9 +364,13 @@ async def conveyor_submitter(runtime: Any, peer: str) -> AsyncIterator[Callable[
     from conveyor.mcp_server import build_server
 
     async with clients(build_server(runtime), 1) as (client,):
+        keys = itertools.count()
 
         async def by_mcp() -> None:
-            result = await client.call_tool("jobs_submit", {"tool": NOOP, "arguments": {}})
+            # Identical jobs: jobs_submit would answer one still queued instead of a new one, so
+            # each has a key of its own, as a client that wants many identical runs passes.
+            arguments = {"tool": NOOP, "arguments": {}, "idempotency_key": f"bench-{next(keys)}"}
+            result = await client.call_tool("jobs_submit", arguments)
             if result.is_error:
                 raise RuntimeError(f"submit failed: {result.content}")
 

@@ -47,6 +47,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "progress_interval_seconds": 0,
         "sqlite_synchronous": "NORMAL",
         "shutdown_grace_seconds": 0,  # a held job is interrupted at once when a test's runtime closes
+        "job_wait_seconds": 0,  # jobs_status answers at once unless a test asks it to wait
     }
     values.update(overrides)
     return load_settings(env={}, overrides=values)

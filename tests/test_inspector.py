@@ -38,7 +38,7 @@ def inspector() -> list[str]:
     return [str(node), str(launcher), "--cli"]
 
 
-def run_inspector(inspector: list[str], tmp_path: Path, *method: str) -> Any:
+def run_inspector(inspector: list[str], tmp_path: Path, *method: str, stderr: list[str] | None = None) -> Any:
     server = [sys.executable, "-m", "conveyor", "serve", "--db", str(tmp_path / "conveyor.db")]
     env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
     env.update(
@@ -55,6 +55,8 @@ def run_inspector(inspector: list[str], tmp_path: Path, *method: str) -> Any:
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
+    if stderr is not None:
+        stderr.append(run.stderr)
     return json.loads(run.stdout)
 
 
@@ -115,3 +117,14 @@ async def test_inspector_lists_and_calls_tools_over_http_with_an_api_key(
     assert added["structuredContent"] == {"sum": 3}
     assert submitted["structuredContent"]["status"] == "completed"
     assert submitted["structuredContent"]["result"] == {"sum": 5}
+
+
+def test_the_inspector_finds_nothing_unportable_in_any_tool_schema(
+    inspector: list[str], tmp_path: Path
+) -> None:
+    report: list[str] = []
+    listed = run_inspector(inspector, tmp_path, "--method", "tools/list", stderr=report)
+    assert {"jobs_submit", "jobs_list", "demo_add"} <= {tool["name"] for tool in listed["tools"]}
+    # Its schema lint writes one "Warning: tool ..." or "Error: tool ..." block per finding.
+    assert "Warning: tool" not in report[0]
+    assert "Error: tool" not in report[0]

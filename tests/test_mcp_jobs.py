@@ -684,3 +684,30 @@ async def test_direct_calls_beyond_the_plans_concurrency_are_refused(runtime: Ru
             toolkits.release.set()
         assert error["code"] == "RATE_LIMIT_EXCEEDED"
         assert (await client.call_tool("demo_echo", {"text": "after"})).is_error is False
+
+
+# -- a model that asks twice ------------------------------------------------------------------------
+
+
+async def test_submitting_an_identical_job_again_while_it_runs_answers_the_same_job(
+    client: Client, runtime: Runtime
+) -> None:
+    toolkits.reset()
+    first = await call(client, "jobs_submit", {"tool": "testkit_hold", "arguments": {}})
+    with anyio.fail_after(5):
+        await toolkits.started.wait()
+    again = await client.call_tool("jobs_submit", {"tool": "testkit_hold", "arguments": {}})
+    other = await call(
+        client, "jobs_submit", {"tool": "testkit_hold", "arguments": {}, "idempotency_key": "x"}
+    )
+    rest = await runtime.engine.submit("testkit_hold", {}, owner="local")  # REST and the engine: no dedupe
+    assert again.structured_content is not None
+    assert again.structured_content["job_id"] == first["job_id"]
+    assert "no second one was started" in text_of(again)
+    assert other["job_id"] != first["job_id"]
+    assert rest.job_id != first["job_id"]
+    toolkits.release.set()
+    with anyio.fail_after(5):
+        await runtime.engine.wait(first["job_id"], owner=None, timeout_s=5)
+    after = await call(client, "jobs_submit", {"tool": "testkit_hold", "arguments": {}})
+    assert after["job_id"] != first["job_id"]  # it has ended: asking again runs it again

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from conveyor import RetryPolicy, ToolContext, Toolkit
 from conveyor.errors import ConfigError, ErrorCode, ToolNotFound
+from conveyor.portable_schema import portable
 from conveyor.registry import ENTRY_POINT_GROUP, Registry
 from conveyor_toolkits import demo
 
@@ -40,14 +41,13 @@ def test_input_schema_comes_from_type_hints_with_field_descriptions() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["name"]["type"] == "string"
     assert schema["properties"]["name"]["description"] == "Who to greet."
+    # Portable: a default (which OpenAI's strict mode refuses) is said in the description.
     assert schema["properties"]["times"] == {
         "type": "integer",
         "minimum": 1,
-        "default": 1,
-        "description": "How often.",
-        "title": "Times",
+        "description": "How often. Defaults to 1.",
     }
-    assert schema["properties"]["shout"]["default"] is False
+    assert schema["properties"]["shout"] == {"type": "boolean", "description": "Defaults to false."}
 
 
 def test_description_is_the_cleaned_docstring_unless_given() -> None:
@@ -108,7 +108,7 @@ def test_output_model_is_detected_from_the_return_annotation() -> None:
         return {"celsius": 20}
 
     assert kit.tools["structured"].output_model is Greeting
-    assert kit.tools["structured"].output_schema == Greeting.model_json_schema()
+    assert kit.tools["structured"].output_schema == portable(Greeting.model_json_schema())
     assert kit.tools["plain"].output_model is None
     assert kit.tools["plain"].output_schema is None
     assert kit.tools["explicit"].output_model is Weather

@@ -57,8 +57,9 @@ async def submit(client: Client, tool: str, arguments: dict[str, Any]) -> str:
 
 async def wait_until_running(client: Client, job_id: str) -> None:
     # The job runs in another process: there is no Event to wait on, so poll, bounded by fail_after.
+    now = {"job_id": job_id, "wait_seconds": 0}
     with anyio.fail_after(10):
-        while (await call(client, "jobs_status", {"job_id": job_id}))["status"] != "running":  # noqa: ASYNC110
+        while (await call(client, "jobs_status", now))["status"] != "running":  # noqa: ASYNC110
             await anyio.sleep(0.02)
 
 

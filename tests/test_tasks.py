@@ -12,8 +12,9 @@ from mcp import Client
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from conveyor.mcp_server import build_server
-from conveyor.runtime import Runtime
+from conveyor.runtime import Runtime, open_runtime
 from tests import toolkits
+from tests.conftest import make_settings
 from tests.raw_mcp import LEGACY, MODERN, RawClient, RawError, raw_client
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +41,7 @@ async def create_2025(
 
 
 async def until_terminal_2026(client: RawClient, task_id: str) -> dict[str, Any]:
-    with anyio.fail_after(10):
+    with anyio.fail_after(15):
         while True:
             task = await client.request("tasks/get", {"taskId": task_id})
             if task["status"] != "working":
@@ -251,3 +252,28 @@ async def test_2025_an_unknown_tool_as_a_task_is_invalid_params(legacy: RawClien
     with pytest.raises(RawError) as unknown:
         await create_2025(legacy, "nope_nothing", {})
     assert unknown.value.code == INVALID_PARAMS
+
+
+async def test_2026_a_long_call_of_a_quick_tool_becomes_a_task_within_the_threshold(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, task_inline_threshold_ms=300)
+    async with (
+        open_runtime(settings) as runtime,
+        raw_client(build_server(runtime), era=MODERN, extensions=True) as modern,
+    ):
+        for _ in range(3):  # its history: a quick tool, answered inline
+            quick = await modern.request(
+                "tools/call", {"name": "demo_sleep", "arguments": {"seconds": 0.01, "steps": 1}}
+            )
+            assert quick["resultType"] == "complete"
+        asked = anyio.current_time()
+        long = await modern.request(
+            "tools/call", {"name": "demo_sleep", "arguments": {"seconds": 1.5, "steps": 3}}
+        )
+        answered = anyio.current_time() - asked
+        assert long["resultType"] == "task"
+        assert answered < 0.3 + 0.5  # the threshold, and no more than a moment past it
+        done = await until_terminal_2026(modern, long["taskId"])
+        job = await runtime.engine.get(long["taskId"], owner=None)
+    assert done["status"] == "completed"
+    assert done["result"]["structuredContent"] == {"slept_seconds": 1.5, "steps": 3}
+    assert job.kind == "task"  # a durable job, visible to jobs_* and REST too

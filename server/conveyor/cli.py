@@ -28,6 +28,8 @@ from conveyor.runtime import Runtime, open_runtime
 from conveyor.schemas import JobView
 from conveyor.settings import Settings, load_settings
 
+EXIT_JOIN_S = 2.0  # how long idle worker threads get to end before the process exits regardless
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
@@ -63,10 +65,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _exit(code: int) -> None:
     """Exit now, even if a sync tool's thread still runs (Python cannot stop it, and would wait
-    for it at exit): the jobs were handed back before this point."""
-    stuck = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon
-    ]
+    for it at exit): the jobs were handed back before this point. Idle worker threads, which end
+    by themselves, get a moment to do so."""
+    deadline = time.monotonic() + EXIT_JOIN_S
+    for thread in _foreground_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = _foreground_threads()
     if not stuck:
         sys.exit(code)
     logging.getLogger("conveyor").warning(
@@ -76,6 +80,12 @@ def _exit(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _foreground_threads() -> list[threading.Thread]:
+    return [
+        t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
 
 
 def _config_error(exc: BaseException) -> int:

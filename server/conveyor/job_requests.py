@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from conveyor.auth import Principal
 from conveyor.jobs.models import Job
 from conveyor.runtime import Runtime
 from conveyor.schemas import SubmitJobRequest
 
 
-async def submit_job(runtime: Runtime, principal: Principal, request: SubmitJobRequest) -> Job:
-    """Commit the job under the principal's plan limit; with ``wait_seconds``, wait for it to end."""
+async def submit_job(
+    runtime: Runtime, principal: Principal, request: SubmitJobRequest, *, dedupe: bool = False
+) -> Job:
+    """Commit the job under the principal's plan limit; with ``wait_seconds``, wait for it to end.
+    ``dedupe``: an identical job of the principal still queued or running is answered instead."""
     job = await runtime.engine.submit(
         request.tool,
         request.arguments,
@@ -18,9 +23,11 @@ async def submit_job(runtime: Runtime, principal: Principal, request: SubmitJobR
         timeout_ms=request.timeout_ms,
         webhook_url=request.webhook_url,
         max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
+        dedupe=dedupe,
     )
-    if request.wait_seconds > 0:
-        job = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)
+    if request.wait_seconds:
+        waited = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)
+        job = replace(waited, reused=job.reused)
     return job
 
 

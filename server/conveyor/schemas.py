@@ -10,8 +10,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from conveyor import strict_json
 from conveyor.executor import MAX_TIMEOUT_MS
 from conveyor.jobs.models import Job, JobStatus, WebhookEvent, now_ms
 from conveyor.toolkit import Tool
@@ -23,18 +25,28 @@ MAX_OFFSET = 2**31 - 1  # fits every SQL integer type; a larger one overflowed S
 class _Request(BaseModel):
     """Parameters of a request, the same at every door: MCP arguments and REST bodies are
     validated strictly as JSON (a number is a JSON number), REST query values leniently (they are
-    text), and REST path parameters fill the fields they name."""
+    text), and REST path parameters fill the fields they name. A null stands for a parameter left
+    out: clients in OpenAI's strict mode must send every parameter, and send null for those they
+    would leave out."""
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_left_out(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
-def _capped_wait(value: float) -> float:
-    return min(MAX_WAIT_SECONDS, value)  # capped, not refused: waiting less is always allowed
+
+def _capped_wait(value: float | None) -> float | None:
+    return None if value is None else min(MAX_WAIT_SECONDS, value)  # capped, not refused
 
 
 WAIT_DESCRIPTION = (
-    "Seconds to wait for the job to finish before answering (capped at 25). "
-    "If it finishes in time the answer holds its result; otherwise its current state."
+    "Seconds to wait for the job to finish before answering (at most 25). Leave it out unless "
+    "your client waits longer than a few seconds for an answer: by default the answer comes soon "
+    "enough for any client, and you call again if the job is still running."
 )
 
 
@@ -46,6 +58,11 @@ class SubmitJobRequest(_Request):
 
     tool: str = Field(description="Name of the tool to run, as listed by tools/list.", min_length=1)
     arguments: dict[str, Any] = Field(default_factory=dict, description="The tool's arguments.")
+    arguments_json: str | None = Field(
+        None,
+        description="The tool's arguments as JSON text, e.g. '{\"a\": 1}', for clients that cannot send "
+        "a free-form object (such as OpenAI's strict mode); give arguments or arguments_json, not both.",
+    )
     idempotency_key: str | None = Field(
         None, max_length=200, description="Resubmitting with the same key returns the same job."
     )
@@ -57,14 +74,37 @@ class SubmitJobRequest(_Request):
         max_length=2000,
         description="http(s) URL the job is POSTed to when it ends (JSON, signed: X-Conveyor-Signature).",
     )
-    wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
+    wait_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds to wait for the job to finish before answering (at most 25); by "
+        "default the answer comes at once. Leave it out, then call jobs_status.",
+    )
 
     _cap = field_validator("wait_seconds", mode="after")(_capped_wait)
+
+    @model_validator(mode="after")
+    def _arguments_from_json(self) -> SubmitJobRequest:
+        if self.arguments_json is None:
+            return self
+        if self.arguments:
+            raise PydanticCustomError("arguments_twice", "Give arguments or arguments_json, not both")
+        try:
+            arguments = strict_json.loads(self.arguments_json)
+        except strict_json.NotStrictJson as exc:
+            raise PydanticCustomError(
+                "arguments_json", "arguments_json is not strict JSON: {reason}", {"reason": str(exc)}
+            ) from None
+        if not isinstance(arguments, dict):
+            raise PydanticCustomError("arguments_json", "arguments_json must be a JSON object")
+        self.arguments = arguments
+        self.arguments_json = None
+        return self
 
 
 class JobStatusRequest(_Request):
     job_id: str = Field(description="The job's id, as jobs_submit returned it.", min_length=1)
-    wait_seconds: float = Field(0, ge=0, description=WAIT_DESCRIPTION)
+    wait_seconds: float | None = Field(None, ge=0, description=WAIT_DESCRIPTION)
 
     _cap = field_validator("wait_seconds", mode="after")(_capped_wait)
 

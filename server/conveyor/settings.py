@@ -71,6 +71,13 @@ class Settings(BaseModel):
     session_idle_seconds: float = Field(600.0, gt=0, description="an idle MCP session is closed after this")
     metrics_public: bool = Field(False, description="serve /metrics without an admin key")
     task_poll_interval_ms: int = Field(1000, gt=0, description="the pollInterval MCP tasks suggest")
+    job_wait_seconds: float = Field(
+        4.0,
+        ge=0,
+        le=25,
+        description="how long jobs_status waits for a job when the model gives no wait_seconds: below "
+        "the shortest request timeout of your MCP clients (openai-agents: 5 s)",
+    )
     task_inline_threshold_ms: int = Field(
         5000, gt=0, description="2026 clients: optional-task tools that usually run longer become tasks"
     )

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from conveyor.context import ToolContext
 from conveyor.errors import ConfigError
+from conveyor.portable_schema import portable
 
 WIRE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 RESERVED_PREFIXES = ("jobs", "tools")
@@ -75,16 +76,14 @@ class Tool:
 
     @cached_property
     def input_schema(self) -> dict[str, Any]:
-        schema = self.arguments_model.model_json_schema()
-        schema.pop("title", None)
-        return schema
+        """The arguments' schema as advertised: portable (see ``portable_schema``)."""
+        return portable(self.arguments_model.model_json_schema())
 
     @cached_property
     def output_schema(self) -> dict[str, Any] | None:
         if self.output_model is None:
             return None
-        schema = self.output_model.model_json_schema()
-        return schema
+        return portable(self.output_model.model_json_schema())
 
 
 AsyncLifespan = Callable[["Toolkit"], AbstractAsyncContextManager[Any]]

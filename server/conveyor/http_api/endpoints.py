@@ -143,7 +143,8 @@ async def _submit(runtime: Runtime, principal: Principal, body: SubmitJobRequest
 
 async def get_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     query = read_query(request, JobStatusRequest)
-    job = await job_requests.job_status(runtime, _principal(principal), query.job_id, query.wait_seconds)
+    wait = query.wait_seconds or 0.0  # REST answers at once unless asked to wait, as the seed API does
+    job = await job_requests.job_status(runtime, _principal(principal), query.job_id, wait)
     return JSONResponse(JobView.of(job))
 
 

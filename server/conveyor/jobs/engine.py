@@ -9,7 +9,9 @@ only timer is the sweeper, a safety net that recovers expired leases and purges 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import heapq
+import json
 import logging
 import os
 import random
@@ -147,17 +149,20 @@ class JobEngine:
         max_concurrent: int | None = None,
         kind: JobKind = "job",
         ttl_ms: int | None = None,
+        dedupe: bool = False,
     ) -> Job:
-        """Validate, commit, wake a worker; the job is durable once this returns."""
+        """Validate, commit, wake a worker; the job is durable once this returns.
+
+        A submit that repeats an earlier one answers that job (``reused``): one with the same
+        idempotency key, or, with ``dedupe`` and no key, an identical job of the owner that is
+        still queued or running (a client that timed out and asked again starts nothing twice).
+        """
         tool, _ = self.executor.validate(tool_name, arguments)
         timeout_ms = self.executor.timeout_ms_for(tool, timeout_ms)
         if webhook_url is not None:
             check_url(webhook_url, argument="webhook_url", allow_private=self.config.allow_private_urls)
         arguments = arguments or {}
-        if idempotency_key is not None:
-            earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)
-            if earlier is not None:
-                return earlier
+        dedupe_key = _dedupe_key(tool.wire_name, arguments) if dedupe and idempotency_key is None else None
         new_job = NewJob(
             tool=tool.wire_name,
             arguments=arguments,
@@ -171,17 +176,19 @@ class JobEngine:
             max_concurrent=max_concurrent,
             kind=kind,
             ttl_ms=ttl_ms,
+            dedupe_key=dedupe_key,
         )
         # Woken before the insert is queued, a worker's claim queues after it: with a store that
         # commits in order (SQLite's group commit) the claim rides in the same transaction.
         self._wake_workers()
         job = await self.store.insert(new_job)
-        if job is None:  # a concurrent submit with the same idempotency key committed first
-            assert idempotency_key is not None
-            earlier = await self._resubmitted(owner, idempotency_key, tool.wire_name, arguments)
-            if earlier is None:  # ... and its job was purged meanwhile
+        if job is None:  # it repeats an earlier submit (the insert says so, at no extra cost)
+            earlier = await self._earlier_submit(new_job)
+            if earlier is not None:
+                return earlier
+            job = await self.store.insert(new_job)  # the duplicate ended meanwhile: insert after all
+            if job is None:
                 raise IdempotencyConflict("This idempotency_key was used by a concurrent submit; retry")
-            return earlier
         # DEBUG: at thousands of jobs a second, a line per step costs a tenth of the engine's time;
         # the finish line (INFO) carries what an operator needs.
         logger.debug(
@@ -192,6 +199,23 @@ class JobEngine:
         if job.position_in_queue is None:  # a store that does not read it back with the insert
             return await self.get(job.job_id, owner=None)
         return job
+
+    async def _earlier_submit(self, job: NewJob) -> Job | None:
+        """The job an earlier submit made that this one repeats, if any (see ``submit``)."""
+        if job.idempotency_key is not None:
+            existing = await self.store.get_by_idempotency_key(job.owner, job.idempotency_key)
+            if existing is not None and (existing.tool, existing.arguments) != (job.tool, job.arguments):
+                raise IdempotencyConflict(
+                    "This idempotency_key was already used with a different tool or arguments",
+                    job_id=existing.job_id,
+                )
+        elif job.dedupe_key is not None:
+            existing = await self.store.get_active_duplicate(job.owner, job.dedupe_key)
+        else:
+            return None
+        if existing is None:
+            return None
+        return replace(await self.get(existing.job_id, owner=None), reused=True)  # a fresh position
 
     async def get(self, job_id: str, *, owner: str | None) -> Job:
         """The job, if ``owner`` may see it (``None`` sees every job)."""
@@ -711,18 +735,6 @@ class JobEngine:
     def _tool_or_none(self, name: str) -> Tool | None:
         return self.executor.registry.get(name) if name in self.executor.registry else None
 
-    async def _resubmitted(self, owner: str, key: str, tool: str, arguments: dict[str, Any]) -> Job | None:
-        """The job an earlier submit with this key made, if it was the same request."""
-        existing = await self.store.get_by_idempotency_key(owner, key)
-        if existing is None:
-            return None
-        if existing.tool != tool or existing.arguments != arguments:
-            raise IdempotencyConflict(
-                "This idempotency_key was already used with a different tool or arguments",
-                job_id=existing.job_id,
-            )
-        return await self.get(existing.job_id, owner=None)  # with a fresh position_in_queue
-
     async def estimate(self, tool: str) -> int | None:
         """How long a run of this tool usually takes (ms), from its history; None without one."""
         if tool not in self._estimates:
@@ -734,6 +746,12 @@ class JobEngine:
         previous = self._estimates.get(tool)
         # Exponential moving average: recent runs count more, one outlier does not dominate.
         self._estimates[tool] = duration_ms if previous is None else int(0.8 * previous + 0.2 * duration_ms)
+
+
+def _dedupe_key(tool: str, arguments: dict[str, Any]) -> str:
+    """Same tool and same arguments, whatever the order of their keys: the same key."""
+    text = json.dumps([tool, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _retry_policy(tool: Tool, attempts: int, exc: ConveyorError) -> RetryPolicy | None:

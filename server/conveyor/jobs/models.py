@@ -48,6 +48,7 @@ class NewJob:
     max_concurrent: int | None = None  # the owner's plan limit; None: unlimited
     kind: JobKind = "job"
     ttl_ms: int | None = None  # tasks: how long the client asked for it to be kept
+    dedupe_key: str | None = None  # set: an identical active job of the owner is answered instead
     job_id: str = field(default_factory=new_job_id)
     created_at: int = field(default_factory=now_ms)
 
@@ -83,7 +84,13 @@ class Job:
     version: int = 0  # the store's change counter when this row was last written
     lease_owner: str | None = None  # the worker running it
     lease_expires_at: int | None = None
-    status_message: str | None = None  # not stored: why a queued job waits, when no worker can run it
+    # Not stored, and not part of a job's identity: how a door came to answer it.
+    status_message: str | None = field(
+        default=None, compare=False
+    )  # why a queued job waits, if no worker can run it
+    reused: bool = field(
+        default=False, compare=False
+    )  # a submit answered this existing job rather than make one
 
 
 def _seconds(ms: int | None) -> int | None:

@@ -191,6 +191,7 @@ class SQLiteJobStore:
                 "max_concurrent": job.max_concurrent,
                 "kind": job.kind,
                 "ttl_ms": job.ttl_ms,
+                "dedupe_key": job.dedupe_key,
             }
         )
         insert_sql, get_sql = self._q["insert_job"], self._q["get_job"]
@@ -205,6 +206,10 @@ class SQLiteJobStore:
 
     async def get(self, job_id: str) -> Job | None:
         return await self._one("get_job", {"job_id": job_id}, write=False)
+
+    async def get_active_duplicate(self, owner: str, dedupe_key: str) -> Job | None:
+        params = {"owner": owner, "dedupe_key": dedupe_key}
+        return await self._one("get_active_duplicate", params, write=False)
 
     async def get_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         params = {"owner": owner, "idempotency_key": key}

@@ -30,12 +30,17 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
     async def insert(self, job: NewJob) -> Job | None:
-        """Commit a new queued job; ``None`` if its owner already has a job with its idempotency key."""
+        """Commit a new queued job; ``None`` if its owner already has a job with its idempotency
+        key, or an active one with its dedupe key."""
         ...
 
     async def get(self, job_id: str) -> Job | None: ...
 
     async def get_by_idempotency_key(self, owner: str, key: str) -> Job | None: ...
+
+    async def get_active_duplicate(self, owner: str, dedupe_key: str) -> Job | None:
+        """The owner's queued or running job submitted with this dedupe key, if any."""
+        ...
 
     async def list(
         self,

@@ -16,6 +16,7 @@ from conveyor.executor import invalid_arguments
 from conveyor.job_requests import job_status, submit_job
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.results import describe_job, structured_result
+from conveyor.portable_schema import portable
 from conveyor.runtime import Runtime
 from conveyor.schemas import (
     CancelJobRequest,
@@ -54,29 +55,36 @@ class MetaTool:
             raise invalid_arguments(exc) from None
 
     def as_mcp_tool(self) -> types.Tool:
-        input_schema = self.request.model_json_schema()
-        input_schema.pop("title", None)
         return types.Tool(
             name=self.name,
             title=self.title,
             description=self.description,
-            input_schema=input_schema,
-            output_schema=self.output.model_json_schema(),
+            input_schema=portable(self.request.model_json_schema()),
+            output_schema=portable(self.output.model_json_schema()),
             annotations=self.annotations,
         )
 
 
 def job_result(job: Job) -> types.CallToolResult:
     view = JobView.of(job)
-    return structured_result(view, describe_job(view))
+    text = describe_job(view)
+    if job.reused:
+        text += (
+            " (This is the identical job you submitted before, still queued or running: no second one was"
+            " started. To start another, pass a new idempotency_key.)"
+        )
+    return structured_result(view, text)
 
 
 async def submit(runtime: Runtime, principal: Principal, request: SubmitJobRequest) -> types.CallToolResult:
-    return job_result(await submit_job(runtime, principal, request))
+    # Deduplicated: a model whose client timed out asks again, and must not start a second job.
+    return job_result(await submit_job(runtime, principal, request, dedupe=True))
 
 
 async def status(runtime: Runtime, principal: Principal, request: JobStatusRequest) -> types.CallToolResult:
-    return job_result(await job_status(runtime, principal, request.job_id, request.wait_seconds))
+    # Left out, the wait is the server's: short enough for the most impatient client it serves.
+    wait = runtime.settings.job_wait_seconds if request.wait_seconds is None else request.wait_seconds
+    return job_result(await job_status(runtime, principal, request.job_id, wait))
 
 
 async def cancel(runtime: Runtime, principal: Principal, request: CancelJobRequest) -> types.CallToolResult:
@@ -106,9 +114,11 @@ META_TOOLS: dict[str, MetaTool] = {
             name="jobs_submit",
             title="Submit a background job",
             description=(
-                "Run any tool as a durable background job. Returns the job at once (status queued), "
-                "or, with wait_seconds, the finished job if it ends in time. Use it for tools that "
-                "may take longer than a few seconds."
+                "Run any tool as a durable background job; use it for tools that may take longer than "
+                "a few seconds. Answers at once with the job and its job_id: then call jobs_status "
+                "until it has finished. Submitting the same tool and arguments again while that job "
+                "is still queued or running answers the same job. If your client cannot send a "
+                "free-form arguments object, pass the arguments as JSON text in arguments_json."
             ),
             request=SubmitJobRequest,
             output=JobView,
@@ -124,8 +134,9 @@ META_TOOLS: dict[str, MetaTool] = {
             name="jobs_status",
             title="Get a job's status",
             description=(
-                "The job's status, progress, and its result or error once finished. "
-                "With wait_seconds, waits for the job to finish first (up to 25 s)."
+                "A job's status and progress, and its result or error once it has finished. Waits a "
+                "few seconds for the job to finish before answering; call it again while the job is "
+                "queued or running."
             ),
             request=JobStatusRequest,
             output=JobView,

@@ -66,4 +66,4 @@ def describe_job(job: dict[str, Any]) -> str:
 
 
 def _poll_hint(job: dict[str, Any]) -> str:
-    return f"Call jobs_status with job_id={job['job_id']!r} and wait_seconds=25 to wait for it."
+    return f"Call jobs_status with job_id={job['job_id']!r} to wait for it, and again while it runs."

@@ -32,11 +32,15 @@ from conveyor.toolkit import Tool
 INSTRUCTIONS = """\
 Conveyor runs tools now or as durable background jobs.
 - Quick tools: call them directly.
-- Anything that may take more than a few seconds: call jobs_submit with tool, arguments and
-  wait_seconds=25. If the job finishes in time you get its result; otherwise you get a job_id.
-- Then call jobs_status with that job_id and wait_seconds=25 until status is completed, failed,
-  canceled or timeout. jobs_cancel stops a job; jobs_list shows your jobs.
-Jobs survive restarts, so a job_id stays valid across conversations."""
+- Anything that may take more than a few seconds: call jobs_submit with the tool's name and
+  arguments. It answers at once with the job and its job_id.
+- Then call jobs_status with that job_id. It waits a few seconds for the job, then answers its
+  status, progress, and its result once it has finished. While the status is queued or running,
+  call jobs_status again; stop when it is completed, failed, canceled or timeout.
+- If a call fails or times out, make the same call again: jobs_submit answers your identical job
+  that is still queued or running instead of starting a second one.
+- jobs_cancel stops a job; jobs_list shows your jobs. Jobs survive restarts, so a job_id stays
+  valid across conversations."""
 
 logger = logging.getLogger("conveyor.mcp")
 

@@ -20,7 +20,7 @@ from mcp.server.session import ServerSession
 
 from conveyor.events import JobEvents
 from conveyor.jobs.models import Job
-from conveyor.mcp_server.task_views import task_2025
+from conveyor.mcp_server.task_views import mcp_progress, task_2025
 
 logger = logging.getLogger("conveyor.mcp.tasks")
 
@@ -75,10 +75,4 @@ class TaskNotifier:
 
 
 async def _send_progress(session: ServerSession, token: str | int, job: Job) -> None:
-    progress = job.progress or {}
-    current = progress.get("current_step")
-    total = progress.get("total_steps")
-    if not isinstance(current, int | float):
-        current = progress.get("percentage") or 0
-        total = 100
-    await session.send_progress_notification(token, float(current), total, progress.get("message"))
+    await session.send_progress_notification(token, *mcp_progress(job.progress or {}))

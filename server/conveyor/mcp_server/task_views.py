@@ -93,6 +93,15 @@ def dump(model: types.CallToolResult) -> dict[str, Any]:
     return model.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"result_type"})
 
 
+def mcp_progress(progress: dict[str, Any]) -> tuple[float, float | None, str | None]:
+    """A job's progress as an MCP progress notification's progress, total and message: the step
+    counts if they are numbers, else the percentage out of 100."""
+    current, total = progress.get("current_step"), progress.get("total_steps")
+    if not isinstance(current, int | float):
+        current, total = progress.get("percentage") or 0, 100
+    return float(current), total, progress.get("message")
+
+
 def last_updated(job: Job) -> int:
     return max(t for t in (job.created_at, job.started_at, job.completed_at) if t is not None)
 

@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from mcp.server import Server
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -33,6 +34,7 @@ from conveyor.mcp_server.task_views import (
     IMMEDIATE_RESPONSE,
     RELATED_TASK,
     call_result,
+    mcp_progress,
     task_2025,
     task_2026,
 )
@@ -136,18 +138,50 @@ class Tasks:
                 f"Tool {tool.wire_name} runs only as a task: declare the {TASKS_EXTENSION} extension",
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
-        if tool is None or not declared or not await self._runs_long(tool):
+        if tool is None or not declared or tool.task_support == "forbidden":
             return await call_next(ctx)
         job = await self._create(ctx, tool, params, None)
+        if not await self._runs_long(tool):  # it may well end in time: answer it inline if it does
+            job = await self._within_threshold(ctx, job)
+            if job.status.terminal:
+                return {
+                    **call_result(job, structured=tool.output_model is not None),
+                    "resultType": "complete",
+                }
         view = task_2026(job, poll_interval_ms=self.poll_interval_ms, structured=False, detailed=False)
         return {"resultType": "task", **view}
 
     async def _runs_long(self, tool: Tool) -> bool:
-        """At 2026 the server decides: required tools always, optional ones that usually take long."""
-        if tool.task_support != "optional":
-            return tool.task_support == "required"
+        """Required tools, and optional ones that usually take longer than the threshold, become
+        tasks at once: there is no point waiting for them."""
+        if tool.task_support == "required":
+            return True
         estimate = await self.runtime.engine.estimate(tool.wire_name)
         return estimate is not None and estimate >= self.runtime.settings.task_inline_threshold_ms
+
+    async def _within_threshold(self, ctx: ServerRequestContext[Any, Any], job: Job) -> Job:
+        """The job once it ends, or as it is when the threshold passes (then it goes on as a task).
+
+        Its progress goes to the caller meanwhile, as a direct call's would; if the caller gives up
+        before an answer, nobody can learn the task's id, so the job is canceled.
+        """
+        token = _progress_token(ctx)
+        deadline = anyio.current_time() + self.runtime.settings.task_inline_threshold_ms / 1000
+        try:
+            with self.runtime.events.subscribe(job.job_id) as updates:
+                job = await self.runtime.engine.get(job.job_id, owner=job.owner)
+                last = job.progress
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    while not job.status.terminal:
+                        job = await updates.next()
+                        if token is not None and job.progress and job.progress != last:
+                            last = job.progress
+                            await _report(ctx, job.progress)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), contextlib.suppress(ConveyorError):
+                await self.runtime.engine.cancel(job.job_id, owner=job.owner)
+            raise
+        return job if job.status.terminal else await self.runtime.engine.get(job.job_id, owner=job.owner)
 
     async def _create(
         self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any], ttl: Any
@@ -254,6 +288,11 @@ def _progress_token(ctx: ServerRequestContext[Any, Any]) -> str | int | None:
     meta = ctx.meta or {}
     token = meta.get("progress_token", meta.get("progressToken"))
     return token if isinstance(token, str | int) else None
+
+
+async def _report(ctx: ServerRequestContext[Any, Any], progress: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):  # a client that went away: the job goes on regardless
+        await ctx.session.report_progress(*mcp_progress(progress))
 
 
 def _encode_cursor(offset: int) -> str:

@@ -1,11 +1,12 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
                   idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent,
-                  kind, ttl_ms, version, changed_by)
+                  kind, ttl_ms, version, changed_by, dedupe_key)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
         :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent,
-        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin)
-ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin, :dedupe_key)
+-- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
+ON CONFLICT DO NOTHING
 RETURNING *, NULL AS position_in_queue;
 
 -- name: get_job
@@ -15,6 +16,10 @@ SELECT j.*,
        END AS position_in_queue
 FROM jobs j
 WHERE j.job_id = :job_id;
+
+-- name: get_active_duplicate
+SELECT *, NULL AS position_in_queue FROM jobs
+WHERE owner = :owner AND dedupe_key = :dedupe_key AND status IN ('queued', 'running');
 
 -- name: get_job_by_idempotency_key
 SELECT *, NULL AS position_in_queue FROM jobs WHERE owner = :owner AND idempotency_key = :idempotency_key;
