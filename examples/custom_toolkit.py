@@ -5,18 +5,18 @@ become each tool's input JSON Schema, the docstring its description, and a pydan
 type its structured output. Tool names on the wire are ``<toolkit>_<tool>``: ``text_slugify``
 and ``text_word_frequencies`` here.
 
-Serve it over stdio, from the repository root::
+Serve it over stdio from this directory (the current directory is where ``--toolkit`` looks
+first, after the installed packages)::
 
-    PYTHONPATH=. conveyor serve --toolkit examples.custom_toolkit:toolkit
+    conveyor serve --toolkit custom_toolkit:toolkit
 
-(or, with this file copied into any directory ``DIR``:
-``PYTHONPATH=DIR conveyor serve --toolkit custom_toolkit:toolkit``). ``--toolkit`` replaces
-the default toolkit list; the built-in ``demo`` toolkit still comes in through its entry
-point unless ``CONVEYOR_ENTRY_POINTS=false``.
+(from anywhere else, add this directory to ``PYTHONPATH``). ``--toolkit`` replaces the default
+toolkit list, so the built-in ``demo`` tools are not served then; give
+``--toolkit conveyor_toolkits.demo:toolkit`` too to keep them.
 
 Try a tool without a client::
 
-    PYTHONPATH=. conveyor call --toolkit examples.custom_toolkit:toolkit text_slugify text="Hello, World!"
+    conveyor call --toolkit custom_toolkit:toolkit text_slugify text="Hello, World!"
 """
 
 from __future__ import annotations

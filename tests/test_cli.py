@@ -113,7 +113,7 @@ def test_jobs_list_show_and_cancel_work_on_a_database_file(tmp_path: Path) -> No
     db = tmp_path / "conveyor.db"
     add_id, echo_id = submit_jobs(tmp_path, ("demo_add", {"a": 1, "b": 2}), ("demo_echo", {"text": "hi"}))
 
-    listed = conveyor(tmp_path, "jobs", "list", db=db)
+    listed = conveyor(tmp_path, "jobs", "list", "--json", db=db)
     assert listed.returncode == 0, listed.stderr
     page = json.loads(listed.stdout)
     assert {job["job_id"] for job in page["jobs"]} == {add_id, echo_id}
@@ -130,7 +130,7 @@ def test_jobs_list_show_and_cancel_work_on_a_database_file(tmp_path: Path) -> No
     canceled_job = json.loads(canceled.stdout)
     assert (canceled_job["job_id"], canceled_job["status"]) == (echo_id, "canceled")
 
-    only_canceled = conveyor(tmp_path, "jobs", "list", "--status", "canceled", db=db)
+    only_canceled = conveyor(tmp_path, "jobs", "list", "--status", "canceled", "--json", db=db)
     assert [job["job_id"] for job in json.loads(only_canceled.stdout)["jobs"]] == [echo_id]
 
 
@@ -138,3 +138,92 @@ def test_jobs_show_of_an_unknown_job_prints_job_not_found_and_exits_1(tmp_path: 
     run = conveyor(tmp_path, "jobs", "show", "job_unknown")
     assert run.returncode == 1
     assert error_code(run) == "JOB_NOT_FOUND"
+
+
+MY_TOOLS = '''from conveyor import Toolkit
+
+toolkit = Toolkit("mine")
+
+
+@toolkit.tool
+def hello(name: str) -> str:
+    """Say hello."""
+    return "hello " + name
+'''
+
+
+def test_jobs_list_prints_a_table_for_people(tmp_path: Path) -> None:
+    db = tmp_path / "conveyor.db"
+    add_id, echo_id = submit_jobs(tmp_path, ("demo_add", {"a": 1, "b": 2}), ("demo_echo", {"text": "hi"}))
+    run = conveyor(tmp_path, "jobs", "list", db=db)
+    assert run.returncode == 0, run.stderr
+    header, newest, oldest, summary = run.stdout.splitlines()
+    assert header.split() == ["JOB", "TOOL", "STATUS", "AGE", "TOOK", "PROGRESS", "/", "OUTCOME"]
+    assert newest.split()[:3] == [echo_id, "demo_echo", "queued"]
+    assert oldest.split()[:3] == [add_id, "demo_add", "queued"]
+    assert summary == "(1-2 of 2; --json for every field)"
+
+
+def test_call_reads_each_value_as_the_tools_schema_says(tmp_path: Path) -> None:
+    text = conveyor(tmp_path, "call", "demo_echo", "text=42")  # a string parameter: 42 stays text
+    number = conveyor(tmp_path, "call", "demo_add", "a=1.5", "b=2")
+    wrong = conveyor(tmp_path, "call", "demo_add", "a=one", "b=2")
+    assert (text.returncode, json.loads(text.stdout)) == (0, "42")
+    assert (number.returncode, json.loads(number.stdout)) == (0, {"sum": 3.5})
+    assert wrong.returncode == 1
+    assert json.loads(wrong.stdout)["error"]["argument"] == "a"
+
+
+def test_a_failing_tool_is_a_coded_error_and_one_log_line_never_a_traceback(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "call", "demo_fail", "message=boom")
+    debug = conveyor(tmp_path, "call", "demo_fail", "message=boom", "--log-level", "DEBUG")
+    assert run.returncode == 1
+    assert json.loads(run.stdout)["error"]["code"] == "EXECUTION_ERROR"
+    assert "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "Traceback" in debug.stderr  # asked for
+
+
+def test_a_wrong_flag_shows_the_subcommands_usage(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "jobs", "list", "--bogus")
+    assert run.returncode == 2
+    assert run.stderr.startswith("usage: conveyor jobs list")
+    assert "unrecognized arguments: --bogus" in run.stderr
+
+
+def test_a_misspelled_conveyor_variable_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "CONVEYOR_CONCURENCY": "3", "CONVEYOR_ENTRY_POINTS": "false"}
+    command = [sys.executable, "-m", "conveyor", "tools"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 2
+    assert "did you mean CONVEYOR_CONCURRENCY?" in run.stderr
+
+
+def test_the_default_database_is_named_while_it_is_empty(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_ENTRY_POINTS="false", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    command = [sys.executable, "-m", "conveyor", "keys", "create"]
+    made = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    assert str(tmp_path / "xdg" / "conveyor" / "conveyor.db") in made.stderr
+    assert "pass --db" in made.stderr
+    assert again.stderr == ""  # it has a key now: nothing to point out
+
+
+def test_an_admin_key_made_by_the_cli_is_enterprise_like_the_first_starts(tmp_path: Path) -> None:
+    admin = json.loads(conveyor(tmp_path, "keys", "create", "--role", "admin").stdout)
+    user = json.loads(conveyor(tmp_path, "keys", "create").stdout)
+    chosen = json.loads(conveyor(tmp_path, "keys", "create", "--role", "admin", "--plan", "pro").stdout)
+    assert (admin["plan"], user["plan"], chosen["plan"]) == ("enterprise", "free", "pro")
+
+
+def test_a_toolkit_module_in_the_current_directory_is_found_and_a_missing_one_explained(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "my_tools.py").write_text(MY_TOOLS)
+    found = conveyor(tmp_path, "call", "mine_hello", "name=you", "--toolkit", "my_tools:toolkit")
+    missing = conveyor(tmp_path, "tools", "--toolkit", "not_here:toolkit")
+    assert (found.returncode, json.loads(found.stdout)) == (0, "hello you")
+    assert missing.returncode == 2
+    assert "current directory" in missing.stderr

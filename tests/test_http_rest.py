@@ -567,3 +567,22 @@ async def test_an_unexpected_failure_is_a_coded_500_without_a_traceback(
     error = error_of(response, 500, "INTERNAL_ERROR")
     assert "fire" not in response.text
     assert error["retryable"] is True
+
+
+async def test_each_refusal_suggests_the_fix_for_what_was_wrong(server: LiveServer) -> None:
+    key = await server.new_key()
+    async with server.client(key) as http:
+        body = await http.post(
+            "/jobs/submit", content=b"[1, 2]", headers={"content-type": "application/json"}
+        )
+        url = await http.post("/webhooks", json={"url": "ftp://example.com/x"})
+        arguments = await http.post(
+            "/jobs/submit", json={"tool": "demo_add", "arguments": {"a": "x", "b": 1}}
+        )
+    fixes = [
+        error_of(response, 400, "INVALID_ARGUMENTS")["suggested_fix"] for response in (body, url, arguments)
+    ]
+    assert "request body as one JSON object" in fixes[0]
+    assert "http(s) URL" in fixes[1]
+    assert "input schema" in fixes[2]
+    assert len(set(fixes)) == 3

@@ -666,7 +666,7 @@ async def test_an_admin_sees_every_job_but_cancels_only_their_own(runtime: Runti
     async with Client(build_server(runtime, principal_of=lambda _ctx: admin), mode="auto") as client:
         assert (await call(client, "jobs_status", {"job_id": victim.job_id}))["job_id"] == victim.job_id
         error = await call_error(client, "jobs_cancel", {"job_id": victim.job_id})
-    assert error["code"] == "JOB_NOT_FOUND"
+    assert error["code"] == "FORBIDDEN"  # it can see the job: it is told it may not, not that none exists
     toolkits.release.set()
 
 
@@ -711,3 +711,32 @@ async def test_submitting_an_identical_job_again_while_it_runs_answers_the_same_
         await runtime.engine.wait(first["job_id"], owner=None, timeout_s=5)
     after = await call(client, "jobs_submit", {"tool": "testkit_hold", "arguments": {}})
     assert after["job_id"] != first["job_id"]  # it has ended: asking again runs it again
+
+
+# -- what the model reads --------------------------------------------------------------------------
+
+
+async def test_summaries_say_what_happened_and_what_to_do(client: Client, runtime: Runtime) -> None:
+    timed_out = await call(
+        client,
+        "jobs_submit",
+        {"tool": "demo_sleep", "arguments": {"seconds": 5}, "timeout_ms": 10, "wait_seconds": 5},
+    )
+    queued = await call(
+        client, "jobs_submit", {"tool": "testkit_hold", "arguments": {}, "idempotency_key": "a"}
+    )
+    canceled = await client.call_tool("jobs_cancel", {"job_id": queued["job_id"]})
+    again = await client.call_tool("jobs_cancel", {"job_id": queued["job_id"]})
+    status = await client.call_tool("jobs_status", {"job_id": timed_out["job_id"], "wait_seconds": 0})
+    meta = await call_error(client, "jobs_submit", {"tool": "jobs_list", "arguments": {}})
+    assert timed_out["status"] == "timeout"
+    assert timed_out["error"]["suggested_fix"] == "Submit it again with a larger timeout_ms."
+    assert "timed out after" in text_of(status)
+    assert "Submit it again with a larger timeout_ms." in text_of(status)
+    assert text_of(canceled).startswith("Job canceled successfully.")
+    assert "was canceled" in text_of(canceled)
+    assert text_of(again).startswith("Job already canceled; nothing to cancel.")
+    assert meta["code"] == "INVALID_ARGUMENTS"
+    assert meta["argument"] == "tool"
+    assert "runs directly" in meta["message"] or "run directly" in meta["message"]
+    toolkits.release.set()

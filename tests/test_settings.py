@@ -90,9 +90,22 @@ def test_env_values_are_parsed_to_the_setting_type() -> None:
     assert settings.sqlite_synchronous == "NORMAL"
 
 
-def test_unknown_and_unrelated_env_variables_are_ignored() -> None:
-    settings = load_settings(env={"CONVEYOR_NOT_A_SETTING": "x", "CONCURRENCY": "0", "HOME": "/nowhere"})
-    assert settings.concurrency == 8
+def test_unrelated_env_variables_and_conveyors_own_others_are_ignored() -> None:
+    env = {
+        "CONCURRENCY": "0",
+        "HOME": "/nowhere",
+        "CONVEYOR_URL": "http://127.0.0.1:8765",  # what clients and the examples read
+        "CONVEYOR_API_KEY": "cvk_x",
+        "CONVEYOR_TEST_POSTGRES_URL": "postgresql://x",  # what the test suite reads
+    }
+    assert load_settings(env=env).concurrency == 8
+
+
+def test_a_misspelled_conveyor_variable_is_refused_with_the_setting_it_may_mean() -> None:
+    with pytest.raises(ConfigError, match="CONVEYOR_CONCURRENCY"):
+        load_settings(env={"CONVEYOR_CONCURENCY": "3"})
+    with pytest.raises(ConfigError, match="CONVEYOR_NOT_A_SETTING is not a Conveyor setting"):
+        load_settings(env={"CONVEYOR_NOT_A_SETTING": "x"})
 
 
 def test_defaults_load_the_demo_toolkit_and_entry_points() -> None:

@@ -284,7 +284,7 @@ async def test_jobs_stored_before_the_checks_with_what_json_cannot_carry_are_sti
     assert status["result"] == {"sum": None, "t": "\ufffd"}
     strict_json.loads(read.contents[0].text)  # type: ignore[union-attr]
     run = await anyio.run_process(
-        [sys.executable, "-m", "conveyor", "jobs", "list", "--db", settings.db],
+        [sys.executable, "-m", "conveyor", "jobs", "list", "--json", "--db", settings.db],
         env={**os.environ, "CONVEYOR_ENTRY_POINTS": "false"},
         check=False,
     )

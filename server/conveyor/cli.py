@@ -10,13 +10,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import anyio
 
 from conveyor import strict_json
-from conveyor.auth import LOCAL_USER, PLANS, ROLES
+from conveyor.auth import LOCAL_USER, PLANS, ROLES, PlanName
+from conveyor.cli_text import Text, job_table
 from conveyor.errors import ConfigError, ConveyorError
 from conveyor.executor import Executor
 from conveyor.jobs.models import JobStatus
@@ -26,17 +27,24 @@ from conveyor.progress import Progress
 from conveyor.registry import Registry
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.schemas import JobView
-from conveyor.settings import Settings, load_settings
+from conveyor.settings import Settings, default_db_path, load_settings
 
 EXIT_JOIN_S = 2.0  # how long idle worker threads get to end before the process exits regardless
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, with its usage, not the top-level one
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    sys.path.append(os.getcwd())  # --toolkit my_tools finds my_tools.py here, as `python -m` would
     try:
         settings = _settings(args)
-        configure_logging(settings.log_level)
+        if _serves(args):  # a server's log is for its operator: tracebacks included
+            configure_logging(settings.log_level)
+        else:  # a one-shot command answers on stdout; its log holds problems, one line each
+            level = args.log_level or "WARNING"
+            configure_logging(level, tracebacks=level == "DEBUG")
         code = args.command(args, settings)
     except ConfigError as exc:
         code = _config_error(exc)
@@ -53,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _serves(args: argparse.Namespace) -> bool:
+    return args.command is _serve or (args.command is _worker and args.action == "run")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -104,7 +116,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DOTTED",
         help="load a toolkit by dotted path (package.module:attribute); repeatable",
     )
-    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log on stderr (one-shot commands: WARNING; DEBUG adds tracebacks)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="conveyor", description="Run tools now or as durable background jobs."
@@ -147,7 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
     create = key_commands.add_parser("create", parents=[common], help="make a key and print it (once)")
     create.add_argument("--role", choices=ROLES, default="user")
-    create.add_argument("--plan", choices=PLANS, default="free")
+    create.add_argument(
+        "--plan", choices=PLANS, help="default: enterprise for admin keys, free for user keys"
+    )
     create.add_argument("--name", help="a label to recognise the key by")
     create.set_defaults(command=_keys_create)
     key_list = key_commands.add_parser("list", parents=[common], help="every key (never the secrets)")
@@ -170,7 +188,10 @@ def _parser() -> argparse.ArgumentParser:
     call = commands.add_parser("call", parents=[common], help="run a tool once and print its result")
     call.add_argument("tool")
     call.add_argument(
-        "arguments", nargs="*", metavar="key=value", help="values are JSON if they parse, else text"
+        "arguments",
+        nargs="*",
+        metavar="key=value",
+        help="a text parameter takes the value as it is; others take it as JSON (a=1, tags='[\"x\"]')",
     )
     call.set_defaults(command=_call)
 
@@ -181,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--tool")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--json", action="store_true", help="the page as JSON, for scripts")
     listing.set_defaults(command=_jobs_list)
     show = job_commands.add_parser("show", parents=[common], help="one job as JSON")
     show.add_argument("job_id")
@@ -190,7 +212,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("job_id")
     cancel.set_defaults(command=_jobs_cancel)
+    for subparser in _subparsers(parser):
+        subparser.set_defaults(parser=subparser)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield child
+                yield from _subparsers(child)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,7 +289,10 @@ def _stop_local_worker(settings: Settings) -> int:
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     async def action(runtime: Runtime) -> Any:
-        key, secret = await runtime.keys.create(role=args.role, plan=args.plan, name=args.name)
+        plan: PlanName = args.plan or (
+            "enterprise" if args.role == "admin" else "free"
+        )  # as the first start's
+        key, secret = await runtime.keys.create(role=args.role, plan=plan, name=args.name)
         return {**key.to_public(), "key": secret}
 
     return _with_runtime(settings, action)
@@ -302,11 +337,10 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _call(args: argparse.Namespace, settings: Settings) -> int:
-    arguments = dict(_parse_pair(pair) for pair in args.arguments)
-    executor = Executor(
-        Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points),
-        settings.execution_limits(),
-    )
+    registry = Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    properties = registry.get(args.tool).input_schema.get("properties", {}) if args.tool in registry else {}
+    arguments = dict(_parse_pair(pair, properties) for pair in args.arguments)
+    executor = Executor(registry, settings.execution_limits())
 
     async def show_progress(progress: Progress) -> None:
         print(f"progress: {json.dumps(progress.to_dict())}", file=sys.stderr)
@@ -320,14 +354,23 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _parse_pair(pair: str) -> tuple[str, Any]:
+def _parse_pair(pair: str, properties: dict[str, Any]) -> tuple[str, Any]:
+    """``key=value`` read as the tool's schema says: text for a string parameter, else JSON (or
+    the text as it is, which the tool's validation then refuses with a clear error)."""
     key, sep, raw = pair.partition("=")
     if not sep or not key:
         raise ConfigError(f"argument {pair!r} is not key=value")
+    if _takes_text(properties.get(key, {})):
+        return key, raw
     try:
         return key, strict_json.loads(raw)
     except strict_json.NotStrictJson:
-        return key, raw  # text; the tool's validation says if it may not be
+        return key, raw
+
+
+def _takes_text(schema: dict[str, Any]) -> bool:
+    types = {schema.get("type")} | {option.get("type") for option in schema.get("anyOf", [])}
+    return "string" in types and types <= {"string", "null", None}
 
 
 def _with_runtime(settings: Settings, action: Any) -> int:
@@ -335,8 +378,12 @@ def _with_runtime(settings: Settings, action: Any) -> int:
 
     async def run() -> int:
         async with open_runtime(settings, run_workers=False) as runtime:
+            await _say_if_default_and_empty(runtime)
             try:
-                print(json.dumps(await action(runtime), indent=2, ensure_ascii=False))
+                answer = await action(runtime)
+                print(
+                    answer if isinstance(answer, Text) else json.dumps(answer, indent=2, ensure_ascii=False)
+                )
                 return 0
             except ConveyorError as exc:
                 print(json.dumps({"error": exc.to_payload()}, indent=2))
@@ -346,6 +393,20 @@ def _with_runtime(settings: Settings, action: Any) -> int:
                 return _config_error(exc)
 
     return anyio.run(run)
+
+
+async def _say_if_default_and_empty(runtime: Runtime) -> None:
+    """A key made in, or a job looked for in, the default database when the server uses another
+    would be refused or not found with no hint why: say which database this is, while it is empty."""
+    if runtime.settings.db != default_db_path():
+        return
+    jobs = (await runtime.engine.list(owner=None, limit=1))[1]
+    if jobs == 0 and not await runtime.keys.any_active():
+        print(
+            f"conveyor: using the default database {runtime.settings.db}, which has no jobs or keys yet; "
+            "pass --db as you did to `conveyor serve` to use that one",
+            file=sys.stderr,
+        )
 
 
 def _with_engine(settings: Settings, action: Any) -> int:
@@ -362,7 +423,8 @@ def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:
             owner=None, status=status, tool=args.tool, limit=args.limit, offset=args.offset
         )
         page = {"limit": args.limit, "offset": args.offset, "total": total}
-        return {"jobs": [JobView.of(job) for job in jobs], "pagination": page}
+        views = [JobView.of(job) for job in jobs]
+        return {"jobs": views, "pagination": page} if args.json else Text(job_table(views, page))
 
     return _with_engine(settings, action)
 

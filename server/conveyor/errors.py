@@ -43,10 +43,19 @@ class ConveyorError(Exception):
     retryable: bool = False
     suggested_fix: str | None = None
 
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None, **extra: Any):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        suggested_fix: str | None = None,
+        **extra: Any,
+    ):
         self.message = message or (self.__doc__ or self.code).strip()
         self.details = details or {}
         self.extra = extra
+        if suggested_fix is not None:  # what to do about this error where it happened, not in general
+            self.suggested_fix = suggested_fix
         super().__init__(self.message)
 
     def to_payload(self) -> dict[str, Any]:
@@ -90,7 +99,7 @@ class ExecutionTimeout(ConveyorError):
     code = ErrorCode.EXECUTION_TIMEOUT
     http_status = 504
     retryable = True
-    suggested_fix = "Raise timeout_ms, or run the tool as a job."
+    suggested_fix = "Raise timeout_ms, or run the tool as a job (jobs_submit, POST /jobs/submit)."
 
 
 class RateLimitExceeded(ConveyorError):

@@ -10,6 +10,10 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 
 
 class LogfmtFormatter(logging.Formatter):
+    def __init__(self, *, tracebacks: bool = True) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
     def format(self, record: logging.LogRecord) -> str:
         fields = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -20,7 +24,7 @@ class LogfmtFormatter(logging.Formatter):
         }
         fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and k != "action"})
         line = " ".join(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
-        if record.exc_info:
+        if record.exc_info and self.tracebacks:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
@@ -30,9 +34,10 @@ def _quote(value: object) -> str:
     return json.dumps(text) if (" " in text or "=" in text or '"' in text or not text) else text
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, tracebacks: bool = True) -> None:
+    """Logfmt lines on stderr, from ``level`` up; ``tracebacks=False`` keeps each record one line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(LogfmtFormatter(tracebacks=tracebacks))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

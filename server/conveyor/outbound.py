@@ -44,7 +44,11 @@ def check_url(url: str, *, argument: str, allow_private: bool) -> str:
 
 def _parse(url: str, argument: str) -> httpx2.URL:
     def invalid(why: str) -> InvalidArguments:
-        return InvalidArguments(f"{argument} must be an absolute http(s) URL: {why}", argument=argument)
+        return InvalidArguments(
+            f"{argument} must be an absolute http(s) URL: {why}",
+            argument=argument,
+            suggested_fix="Give an absolute http(s) URL, such as https://example.com/hooks/conveyor.",
+        )
 
     if len(url) > MAX_URL_LENGTH:
         raise invalid(f"longer than {MAX_URL_LENGTH} characters")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
 
@@ -17,6 +18,15 @@ def import_toolkit(dotted: str) -> Toolkit:
     module_name, _, attribute = dotted.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        hint = ""
+        if exc.name == module_name.split(".")[0]:  # the module itself, not something it imports
+            hint = (
+                f"; it is looked for among the installed packages and in the current directory "
+                f"({os.getcwd()}): run Conveyor where {exc.name} is, add its directory to PYTHONPATH, "
+                "or install it"
+            )
+        raise ConfigError(f"cannot import toolkit module {module_name!r}: {exc}{hint}") from exc
     except ImportError as exc:
         raise ConfigError(f"cannot import toolkit module {module_name!r}: {exc}") from exc
     found = getattr(module, attribute or "toolkit", None)

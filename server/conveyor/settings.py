@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -19,6 +20,10 @@ from conveyor.limits import PlanLimits
 from conveyor.webhooks import WebhookConfig
 
 ENV_PREFIX = "CONVEYOR_"
+# CONVEYOR_ variables that are not settings: what clients and examples read, what a local
+# worker inherits, and what Conveyor's own test suite reads.
+NOT_SETTINGS = frozenset({"CONVEYOR_URL", "CONVEYOR_API_KEY", "CONVEYOR_INHERITED_SETTINGS"})
+TEST_PREFIX = "CONVEYOR_TEST_"
 DEFAULT_TOOLKITS = ("conveyor_toolkits.demo:toolkit",)
 
 
@@ -196,12 +201,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """``CONVEYOR_<SETTING>`` variables; a misspelled one is refused, as an unknown TOML key is."""
     known = set(Settings.model_fields)
     values: dict[str, Any] = {}
     for key, value in env.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS or key.startswith(TEST_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
-        if name in known:
-            values[name] = value
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
+            raise ConfigError(f"{key} is not a Conveyor setting{hint}")
+        values[name] = value
     return values

@@ -134,6 +134,7 @@ class Webhooks:
             raise InvalidArguments(
                 f"A key may register at most {MAX_WEBHOOKS_PER_OWNER} webhooks; delete one first",
                 argument="url",
+                suggested_fix="Delete a webhook you no longer need: DELETE /webhooks/{webhook_id}.",
             )
         logger.info(
             "webhook registered", extra={"action": "webhook.registered", "webhook_id": webhook.webhook_id}

@@ -31,7 +31,6 @@ from conveyor.http_api.models import (
     WebhookList,
 )
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
-from conveyor.jobs.models import Job, JobStatus
 from conveyor.runtime import Runtime
 from conveyor.schemas import (
     JobList,
@@ -45,6 +44,7 @@ from conveyor.schemas import (
 from conveyor.settings import Settings
 
 Access = Literal["public", "user", "admin"]
+BODY_FIX = "Send the request body as one JSON object, as /openapi.json describes this endpoint's."
 Handler = Callable[[Request, Runtime, Principal | None], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
 
@@ -79,10 +79,10 @@ async def read_body(request: Request, model: type[M], settings: Settings) -> M:
     except strict_json.NotStrictJson as exc:
         location = exc.location
         raise InvalidArguments(
-            f"request body is not strict JSON: {exc}", argument=location or "body"
+            f"request body is not strict JSON: {exc}", argument=location or "body", suggested_fix=BODY_FIX
         ) from None
     if not isinstance(data, dict):
-        raise InvalidArguments("request body must be a JSON object", argument="body")
+        raise InvalidArguments("request body must be a JSON object", argument="body", suggested_fix=BODY_FIX)
     try:
         # Strict: a number is a JSON number, as the OpenAPI document says; no "5", no true.
         return model.model_validate_json(bytes(body), strict=True)
@@ -150,16 +150,10 @@ async def get_job(request: Request, runtime: Runtime, principal: Principal | Non
 
 async def cancel_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     # Owner only: even an admin cancels only their own jobs (the seed API's rule).
-    job = await runtime.engine.cancel(request.path_params["job_id"], owner=_principal(principal).id)
-    return JSONResponse({**JobView.of(job), "message": _cancel_message(job)})
-
-
-def _cancel_message(job: Job) -> str:
-    if job.status is JobStatus.CANCELED:
-        return "Job canceled successfully"
-    if job.status is JobStatus.RUNNING:  # a sync tool, which stops when it returns or checks
-        return "Cancel requested; the job ends canceled when its tool next checks or returns"
-    return f"Job already {job.status}; nothing to cancel"
+    job, message = await job_requests.cancel_job(
+        runtime, _principal(principal), request.path_params["job_id"]
+    )
+    return JSONResponse({**JobView.of(job), "message": message})
 
 
 async def list_jobs(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
@@ -263,7 +257,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         cancel_job,
         "Cancel a job (owner only)",
         responses={200: CancelResponse},
-        errors=(*JOB_ERRORS, 503),
+        errors=(*JOB_ERRORS, 403, 503),
     ),
     Endpoint(
         "POST",

@@ -84,7 +84,11 @@ class HostCheck:
             raise MisdirectedRequest(f"Host {request.headers.get('host')!r} is not allowed")
         if refusal.status_code == 403:
             raise Forbidden("This Origin may not call /mcp")
-        raise InvalidArguments("MCP messages are sent as application/json", argument="Content-Type")
+        raise InvalidArguments(
+            "MCP messages are sent as application/json",
+            argument="Content-Type",
+            suggested_fix="Send MCP messages with Content-Type: application/json.",
+        )
 
 
 def session_manager(runtime: Runtime) -> StreamableHTTPSessionManager:

@@ -289,9 +289,15 @@ class JobEngine:
         kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]:
         if not 1 <= limit <= MAX_PAGE:
-            raise InvalidArguments(f"limit must be between 1 and {MAX_PAGE}", argument="limit")
+            raise InvalidArguments(
+                f"limit must be between 1 and {MAX_PAGE}",
+                argument="limit",
+                suggested_fix=f"Ask for a page of 1 to {MAX_PAGE} jobs; offset pages on.",
+            )
         if offset < 0:
-            raise InvalidArguments("offset must not be negative", argument="offset")
+            raise InvalidArguments(
+                "offset must not be negative", argument="offset", suggested_fix="Start at offset 0."
+            )
         jobs, total = await self.store.list(
             owner=owner, status=status, tool=tool, limit=limit, offset=offset, kind=kind
         )
@@ -595,7 +601,10 @@ class JobEngine:
             # fenced finish below then changes nothing).
             await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
             return
-        await self._finish(job, running, status, error=exc.to_payload())
+        error = exc.to_payload()
+        if isinstance(exc, ExecutionTimeout):  # the job ran as long as it was let: it needs longer
+            error["suggested_fix"] = "Submit it again with a larger timeout_ms."
+        await self._finish(job, running, status, error=error)
 
     async def _hand_back(self, job: Job, running: _Running, *, started: bool = True) -> None:
         """The process is stopping mid-run. An idempotent tool's job is queued again, its attempt

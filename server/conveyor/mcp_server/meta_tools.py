@@ -13,7 +13,7 @@ from conveyor import strict_json
 from conveyor.auth import Principal
 from conveyor.errors import InvalidArguments
 from conveyor.executor import invalid_arguments
-from conveyor.job_requests import job_status, submit_job
+from conveyor.job_requests import cancel_job, job_status, submit_job
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.results import describe_job, structured_result
 from conveyor.portable_schema import portable
@@ -89,7 +89,10 @@ async def status(runtime: Runtime, principal: Principal, request: JobStatusReque
 
 async def cancel(runtime: Runtime, principal: Principal, request: CancelJobRequest) -> types.CallToolResult:
     # Owners only, as on REST: an admin sees every job but cancels only their own.
-    return job_result(await runtime.engine.cancel(request.job_id, owner=principal.id))
+    job, message = await cancel_job(runtime, principal, request.job_id)
+    result = job_result(job)
+    result.content[0].text = f"{message}. {result.content[0].text}"  # type: ignore[union-attr]
+    return result
 
 
 async def list_jobs(runtime: Runtime, principal: Principal, request: ListJobsRequest) -> types.CallToolResult:

@@ -45,24 +45,31 @@ def structured_result(data: dict[str, Any], text: str) -> types.CallToolResult:
 
 def describe_job(job: dict[str, Any]) -> str:
     """One or two lines an agent can act on."""
-    head = f"Job {job['job_id']} ({job['tool']}) is {job['status']}"
+    name = f"Job {job['job_id']} ({job['tool']})"
     status = job["status"]
     if status == "queued":
         waiting = f" {job['status_message']}" if job.get("status_message") else ""
-        return f"{head}, position {job.get('position_in_queue')} in its queue.{waiting} " + _poll_hint(job)
+        return f"{name} is queued, position {job.get('position_in_queue')}.{waiting} " + _poll_hint(job)
     if status == "running":
         progress = job.get("progress") or {}
         done = f", {progress['percentage']}% done" if progress.get("percentage") is not None else ""
         if job.get("cancel_requested_at") is not None:
             done += ", cancel requested (it stops when its tool next checks or returns)"
-        return f"{head}{done}. " + _poll_hint(job)
+        return f"{name} is running{done}. " + _poll_hint(job)
     if status == "completed":
         result = strict_json.dumps(job.get("result"), compact=False)
         if len(result) > MAX_TEXT_RESULT:
             result = result[:MAX_TEXT_RESULT] + "… (truncated; the full result is in the structured content)"
-        return f"{head} in {job.get('execution_time_ms')} ms. Result: {result}"
+        return f"{name} completed in {job.get('execution_time_ms')} ms. Result: {result}"
+    if status == "canceled":
+        return f"{name} was canceled."
     error = job.get("error") or {}
-    return f"{head}: {error.get('code', status)}: {error.get('message', '')}".rstrip(": ")
+    fix = f" {error['suggested_fix']}" if error.get("suggested_fix") else ""
+    if status == "timeout":
+        return f"{name} timed out after {job.get('execution_time_ms')} ms.{fix}"
+    return f"{name} failed: {error.get('code', 'EXECUTION_ERROR')}: {error.get('message', '')}.{fix}".replace(
+        "..", "."
+    )
 
 
 def _poll_hint(job: dict[str, Any]) -> str:

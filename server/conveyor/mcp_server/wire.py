@@ -32,7 +32,12 @@ def refusal(data: bytes, exc: strict_json.NotStrictJson) -> dict[str, Any]:
     not_json = (
         exc.reason.startswith(("not JSON", "the text is not UTF-8")) or "which is not JSON" in exc.reason
     )
-    error = InvalidArguments(f"The message is not strict JSON: {exc}", argument=exc.location)
+    error = InvalidArguments(
+        f"The message is not strict JSON: {exc}",
+        argument=exc.location,
+        suggested_fix="Send strict JSON: UTF-8 text, no NaN or Infinity, integers within 64 bits, "
+        "and no deeper nesting than the server allows.",
+    )
     return {
         "jsonrpc": "2.0",
         "id": request_id,
