@@ -23,10 +23,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from conveyor import strict_json
 from conveyor.auth import ApiKey
 from conveyor.errors import ConfigError, StoreUnavailable
-from conveyor.jobs import group_commit
+from conveyor.jobs import group_commit, rows
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 from conveyor.jobs.queries import load_migrations, load_queries
 from conveyor.jobs.sqlite_file import DatabaseFile, DatabaseFileLost
@@ -35,8 +34,6 @@ from conveyor.jobs.sqlite_webhooks import SQLiteWebhookStore
 
 logger = logging.getLogger("conveyor.store")
 
-_JSON_COLUMNS = ("arguments", "progress", "result", "error", "step_results")
-_ROW_FIELDS = frozenset(Job.__dataclass_fields__)
 BUSY_TIMEOUT_MS = 250  # one attempt's wait for the write lock, on the connection's thread
 WATCH_INTERVAL_S = 0.05  # how often data_version is read: changes reach other processes this fast
 CHANGES_PAGE = 500
@@ -157,11 +154,15 @@ class SQLiteJobStore:
 
     async def _one(self, query: str, params: dict[str, Any], *, write: bool = True) -> Job | None:
         sql = self._q[query]
-        return await self._run(lambda conn: _job_or_none(conn.execute(sql, params).fetchone()), write=write)
+        return await self._run(
+            lambda conn: rows.job_or_none(conn.execute(sql, params).fetchone()), write=write
+        )
 
     async def _all(self, query: str, params: dict[str, Any], *, write: bool = True) -> builtins.list[Job]:
         sql = self._q[query]
-        return await self._run(lambda conn: [_to_job(row) for row in conn.execute(sql, params)], write=write)
+        return await self._run(
+            lambda conn: [rows.to_job(row) for row in conn.execute(sql, params)], write=write
+        )
 
     async def _scalar(self, query: str, params: dict[str, Any]) -> Any:
         sql = self._q[query]
@@ -179,7 +180,7 @@ class SQLiteJobStore:
             {
                 "job_id": job.job_id,
                 "tool": job.tool,
-                "arguments": _dump(job.arguments),
+                "arguments": rows.dump(job.arguments),
                 "owner": job.owner,
                 "queue": job.queue,
                 "created_at": job.created_at,
@@ -200,7 +201,7 @@ class SQLiteJobStore:
             # Read back in the same transaction: the caller gets position_in_queue without another trip.
             if conn.execute(insert_sql, params).fetchone() is None:
                 return None
-            return _job_or_none(conn.execute(get_sql, {"job_id": job.job_id}).fetchone())
+            return rows.job_or_none(conn.execute(get_sql, {"job_id": job.job_id}).fetchone())
 
         return await self._run(insert_and_read)
 
@@ -241,7 +242,8 @@ class SQLiteJobStore:
         def page_and_total(conn: sqlite3.Connection) -> tuple[builtins.list[Job], int]:
             # One read transaction: the page and the total describe the same moment.
             jobs = [
-                _to_job(row) for row in conn.execute(list_sql, {**params, "limit": limit, "offset": offset})
+                rows.to_job(row)
+                for row in conn.execute(list_sql, {**params, "limit": limit, "offset": offset})
             ]
             return jobs, int(conn.execute(count_sql, params).fetchone()[0] or 0)
 
@@ -268,7 +270,7 @@ class SQLiteJobStore:
         sql = self._q["claim_next_job"]
         params = self._stamped(params)
         return await self._run(
-            lambda conn: _job_or_none(conn.execute(sql, params).fetchone()), timeout_s=CLAIM_TIMEOUT_S
+            lambda conn: rows.job_or_none(conn.execute(sql, params).fetchone()), timeout_s=CLAIM_TIMEOUT_S
         )
 
     async def next_run_after(self, queues: Sequence[str] | None) -> int | None:
@@ -284,7 +286,7 @@ class SQLiteJobStore:
         await self._rowcount("extend_leases", params)
 
     async def save_progress(self, job_id: str, progress: dict[str, Any], *, attempt: int) -> None:
-        params = {"job_id": job_id, "progress": _dump(progress), "attempt": attempt}
+        params = {"job_id": job_id, "progress": rows.dump(progress), "attempt": attempt}
         await self._rowcount("save_progress", self._stamped(params))
 
     async def finish(
@@ -304,9 +306,9 @@ class SQLiteJobStore:
             "attempt": attempt,
             "status": str(status),
             "now": now,
-            "result": None if status is not JobStatus.COMPLETED else _dump(result),
-            "error": None if error is None else _dump(error),
-            "step_results": _dump(step_results) if step_results else None,
+            "result": None if status is not JobStatus.COMPLETED else rows.dump(result),
+            "error": None if error is None else rows.dump(error),
+            "step_results": rows.dump(step_results) if step_results else None,
             "execution_time_ms": execution_time_ms,
         }
         return await self._terminal("finish_job", params)
@@ -324,7 +326,7 @@ class SQLiteJobStore:
 
     async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
         return await self._terminal(
-            "cancel_queued_job", {"job_id": job_id, "now": now, "error": _dump(error)}
+            "cancel_queued_job", {"job_id": job_id, "now": now, "error": rows.dump(error)}
         )
 
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
@@ -333,7 +335,7 @@ class SQLiteJobStore:
         sql, enqueue, params = self._q[query], self.webhooks.enqueue, self._stamped(params)
 
         def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
-            job = _job_or_none(conn.execute(sql, params).fetchone())
+            job = rows.job_or_none(conn.execute(sql, params).fetchone())
             return job, 0 if job is None else enqueue(conn, job)
 
         job, deliveries = await self._run(end_and_enqueue)
@@ -346,8 +348,8 @@ class SQLiteJobStore:
 
     async def recent_durations(self, tool: str) -> builtins.list[int]:
         sql = self._q["recent_durations"]
-        rows = await self._run(lambda conn: conn.execute(sql, {"tool": tool}).fetchall(), write=False)
-        return [int(row[0]) for row in rows if row[0] is not None]
+        found = await self._run(lambda conn: conn.execute(sql, {"tool": tool}).fetchall(), write=False)
+        return [int(row[0]) for row in found if row[0] is not None]
 
     async def purge_finished(self, before: int, *, now: int) -> int:
         return await self._rowcount("purge_finished", {"before": before, "now": now})
@@ -385,8 +387,8 @@ class SQLiteJobStore:
 
     async def live_workers(self, since: int) -> builtins.list[WorkerRecord]:
         sql = self._q["live_workers"]
-        rows = await self._run(lambda conn: conn.execute(sql, {"since": since}).fetchall(), write=False)
-        return [_to_worker(row) for row in rows]
+        found = await self._run(lambda conn: conn.execute(sql, {"since": since}).fetchall(), write=False)
+        return [rows.to_worker(row) for row in found]
 
     async def purge_workers(self, before: int) -> int:
         return await self._rowcount("purge_workers", {"before": before})
@@ -424,7 +426,7 @@ class SQLiteJobStore:
 
     def _changes_since(self, since: int, conn: sqlite3.Connection) -> tuple[builtins.list[Job], int, bool]:
         params = {"since": since, "origin": self.origin, "limit": CHANGES_PAGE}
-        changed = [_to_job(row) for row in conn.execute(self._q["jobs_changed_since"], params)]
+        changed = [rows.to_job(row) for row in conn.execute(self._q["jobs_changed_since"], params)]
         if len(changed) == CHANGES_PAGE:
             return changed, changed[-1].version, True
         # Past our own writes too: the next look starts after everything committed so far.
@@ -446,12 +448,12 @@ class SQLiteJobStore:
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         sql = self._q["find_api_key"]
         row = await self._run(lambda conn: conn.execute(sql, {"key_hash": key_hash}).fetchone(), write=False)
-        return _to_key(row) if row is not None else None
+        return rows.to_key(row) if row is not None else None
 
     async def list_api_keys(self) -> builtins.list[ApiKey]:
         sql = self._q["list_api_keys"]
-        rows = await self._run(lambda conn: conn.execute(sql).fetchall(), write=False)
-        return [_to_key(row) for row in rows]
+        found = await self._run(lambda conn: conn.execute(sql).fetchall(), write=False)
+        return [rows.to_key(row) for row in found]
 
     async def revoke_api_key(self, key_id: str, *, now: int) -> bool:
         return await self._rowcount("revoke_api_key", {"key_id": key_id, "now": now}) > 0
@@ -495,73 +497,5 @@ def _change_marks(conn: sqlite3.Connection) -> tuple[int, int]:
     return _data_version(conn), int(conn.execute(load_queries("sqlite")["last_version"]).fetchone()[0])
 
 
-def _to_worker(row: sqlite3.Row) -> WorkerRecord:
-    queues = row["queues"]
-    return WorkerRecord(
-        worker_id=row["worker_id"],
-        pid=row["pid"],
-        host=row["host"],
-        queues=None if queues is None else tuple(json.loads(queues)),
-        tools=tuple(json.loads(row["tools"])),
-        started_at=row["started_at"],
-        seen_at=row["seen_at"],
-    )
-
-
-def _to_key(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(
-        key_id=row["key_id"],
-        name=row["name"],
-        role=row["role"],
-        plan=row["plan"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-    )
-
-
-def _dump(value: Any) -> str:
-    """A JSON column's text. What reaches here was checked at the door; should anything not strict
-    slip through, it is stored sanitized rather than as text no client could read back."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except ValueError:
-        logger.warning("stored a sanitized value", extra={"action": "store.sanitized"})
-        return json.dumps(strict_json.sanitized(value), allow_nan=False)
-
-
-def _load(text: str) -> Any:
-    value = json.loads(text)
-    # Rows written before every door checked its input may hold a lone surrogate (an escape, as
-    # stored) or NaN: they read back sanitized, so one job cannot break the listings it is in.
-    if "\\ud" in text or "\\uD" in text or "NaN" in text or "Infinity" in text:
-        value = strict_json.sanitized(value)
-    return value
-
-
-def _job_or_none(row: sqlite3.Row | None) -> Job | None:
-    return _to_job(row) if row is not None else None
-
-
 def _first_column(row: sqlite3.Row | None) -> Any:
     return row[0] if row is not None else None
-
-
-def _to_job(row: sqlite3.Row) -> Job:
-    values = {name: row[index] for index, name in _layout(tuple(row.keys()))}
-    for column in _JSON_COLUMNS:
-        if values.get(column) is not None:
-            values[column] = _load(values[column])
-    values["status"] = _STATUSES[values["status"]]
-    return Job(**values)
-
-
-_STATUSES = {status.value: status for status in JobStatus}
-_LAYOUTS: dict[tuple[str, ...], tuple[tuple[int, str], ...]] = {}
-
-
-def _layout(columns: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
-    """Which columns of a row shape are Job fields, worked out once per shape (rows are hot)."""
-    layout = _LAYOUTS.get(columns)
-    if layout is None:
-        layout = _LAYOUTS[columns] = tuple((i, name) for i, name in enumerate(columns) if name in _ROW_FIELDS)
-    return layout

@@ -10,9 +10,10 @@ import builtins
 import json
 import sqlite3
 from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from conveyor.events import Wakeup
+from conveyor.jobs import rows
 from conveyor.jobs.group_commit import Operation
 from conveyor.jobs.models import (
     Delivery,
@@ -85,7 +86,7 @@ class SQLiteWebhookStore:
     async def list_webhooks(self, owner: str) -> builtins.list[Webhook]:
         sql = self._q["list_webhooks_of_owner"]
         return await self._run(
-            lambda conn: [_to_webhook(row) for row in conn.execute(sql, {"owner": owner})], write=False
+            lambda conn: [rows.to_webhook(row) for row in conn.execute(sql, {"owner": owner})], write=False
         )
 
     async def delete_webhook(self, webhook_id: str, *, owner: str) -> bool:
@@ -112,7 +113,7 @@ class SQLiteWebhookStore:
         params = {"now": now, "claimed_until": claimed_until, "limit": limit}
 
         def claim_with_secrets(conn: sqlite3.Connection) -> list[tuple[Delivery, str | None]]:
-            claimed = [_to_delivery(row) for row in conn.execute(claim, params).fetchall()]
+            claimed = [rows.to_delivery(row) for row in conn.execute(claim, params).fetchall()]
             ids = json.dumps([d.webhook_id for d in claimed if d.webhook_id is not None])
             by_id = {row["webhook_id"]: row["secret"] for row in conn.execute(secrets, {"webhook_ids": ids})}
             return [(d, None if d.webhook_id is None else by_id.get(d.webhook_id)) for d in claimed]
@@ -138,7 +139,7 @@ class SQLiteWebhookStore:
             "last_error": last_error,
         }
         sql = self._q["record_delivery_attempt"]
-        return await self._run(lambda conn: _delivery_or_none(conn.execute(sql, params).fetchone()))
+        return await self._run(lambda conn: rows.delivery_or_none(conn.execute(sql, params).fetchone()))
 
     async def release(self, delivery: Delivery, *, now: int) -> None:
         """Hand back a claimed attempt that never ran to its end (shutdown): due again, uncounted."""
@@ -154,33 +155,10 @@ class SQLiteWebhookStore:
     async def deliveries_of_job(self, job_id: str) -> builtins.list[Delivery]:
         sql = self._q["deliveries_of_job"]
         return await self._run(
-            lambda conn: [_to_delivery(row) for row in conn.execute(sql, {"job_id": job_id})], write=False
+            lambda conn: [rows.to_delivery(row) for row in conn.execute(sql, {"job_id": job_id})], write=False
         )
 
     async def purge_settled(self, before: int) -> int:
         """Delete delivered and given-up deliveries whose last attempt was before ``before``."""
         sql = self._q["purge_settled_deliveries"]
         return await self._run(lambda conn: conn.execute(sql, {"before": before}).rowcount)
-
-
-def _to_webhook(row: sqlite3.Row) -> Webhook:
-    return Webhook(
-        webhook_id=row["webhook_id"],
-        owner=row["owner"],
-        url=row["url"],
-        events=tuple(WebhookEvent(event) for event in json.loads(row["events"])),
-        created_at=row["created_at"],
-    )
-
-
-def _to_delivery(row: sqlite3.Row) -> Delivery:
-    values: dict[str, Any] = {name: row[name] for name in _DELIVERY_FIELDS}  # each is a column
-    values["event"] = WebhookEvent(values["event"])
-    return Delivery(**values)
-
-
-def _delivery_or_none(row: sqlite3.Row | None) -> Delivery | None:
-    return None if row is None else _to_delivery(row)
-
-
-_DELIVERY_FIELDS = frozenset(Delivery.__dataclass_fields__)
