@@ -327,14 +327,14 @@ async def test_cancel_a_queued_job_ends_it_at_once(idle_runtime: Runtime) -> Non
     assert canceled.error["code"] == "CANCELED"
     assert canceled.completed_at is not None
     assert canceled.started_at is None
-    claimed = await idle_runtime.engine.store.claim_next(
+    claimed = await idle_runtime.engine.store.claim(
         worker="w",
         queues=None,
         tools=tool_names(idle_runtime),
         now=now_ms(),
         lease_expires_at=now_ms() + 1000,
     )
-    assert claimed is None
+    assert claimed == []
 
 
 async def test_cancel_a_running_cancellable_job_interrupts_the_tool(runtime: Runtime) -> None:
@@ -374,10 +374,10 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     await store.extend_leases(
         worker=runtime.engine.config.worker_id, job_ids=[done.job_id], lease_expires_at=now_ms()
     )
-    claimed = await store.claim_next(
+    claimed = await store.claim(
         worker="w", queues=None, tools=tool_names(runtime), now=now_ms(), lease_expires_at=now_ms()
     )
-    assert claimed is None
+    assert claimed == []
     assert await store.get(done.job_id) == done
 
     canceled = await runtime.engine.submit("demo_echo", {"text": "y"}, owner=OWNER)
@@ -399,11 +399,11 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
 
 
 async def claim_with_expired_lease(runtime: Runtime) -> Job:
-    claimed = await runtime.engine.store.claim_next(
+    claimed = await runtime.engine.store.claim(
         worker="gone", queues=None, tools=tool_names(runtime), now=now_ms(), lease_expires_at=now_ms() - 1
     )
-    assert claimed is not None
-    return claimed
+    assert len(claimed) == 1
+    return claimed[0]
 
 
 async def test_sweep_fails_a_lost_job_of_a_non_idempotent_tool_with_worker_lost(
@@ -536,17 +536,17 @@ async def test_a_failing_claim_does_not_take_the_engine_down(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = runtime.engine.store
-    real_claim = store.claim_next
+    real_claim = store.claim
     failures = 0
 
-    async def claim_that_fails_once(**kwargs: Any) -> Job | None:
+    async def claim_that_fails_once(**kwargs: Any) -> list[Job]:
         nonlocal failures
         if failures == 0:
             failures += 1
             raise sqlite3.OperationalError("disk I/O error")
         return await real_claim(**kwargs)
 
-    monkeypatch.setattr(store, "claim_next", claim_that_fails_once)
+    monkeypatch.setattr(store, "claim", claim_that_fails_once)
     job = await run_job(runtime, "demo_echo", {"text": "after the failure"})
     assert failures == 1
     assert job.status is JobStatus.COMPLETED

@@ -177,7 +177,7 @@ async def test_a_database_made_by_the_first_schema_upgrades_to_the_latest_with_i
     await store.open()
     try:
         job = await store.get("job_old")
-        claimed = await store.claim_next(
+        claimed = await store.claim(
             worker="w", queues=None, tools=["demo_echo"], now=2000, lease_expires_at=3000
         )
     finally:
@@ -187,8 +187,7 @@ async def test_a_database_made_by_the_first_schema_upgrades_to_the_latest_with_i
     assert version == migrations[-1][0]
     assert job is not None
     assert (job.status, job.arguments, job.owner) == (JobStatus.QUEUED, {"text": "from v1"}, "alice")
-    assert claimed is not None
-    assert claimed.job_id == "job_old"
+    assert [job.job_id for job in claimed] == ["job_old"]
 
 
 async def test_two_stores_opening_a_new_database_at_once_apply_each_migration_once(tmp_path: Path) -> None:

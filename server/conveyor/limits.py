@@ -1,7 +1,8 @@
 """Rate limits, job concurrency and shares of long-lived capacity, per plan.
 
 Rate limits count executions (REST ``execute_tool`` and ``jobs/submit``, MCP ``tools/call``)
-in fixed one-minute windows per principal, in this process. Concurrency is enforced by the
+in fixed one-minute windows per principal, in the job store: every server of a deployment counts
+against the same limit. Concurrency is enforced by the
 engine's claim: a job whose owner is at the plan's limit waits in the queue. Long-lived things
 a key holds open (event streams; MCP sessions, counted where they are opened) are capped per
 key below the server-wide caps, so that one key cannot take what everybody shares.
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from conveyor.auth import PlanName, Principal
 from conveyor.errors import RateLimitExceeded
@@ -45,39 +47,47 @@ class RateState:
         }
 
 
+class RateWindows(Protocol):
+    """Where executions are counted: the job store's database."""
+
+    async def hit_rate_window(self, principal: str, *, window_start: int, limit: int) -> int | None: ...
+
+    async def peek_rate_window(self, principal: str, *, window_start: int) -> int: ...
+
+
 class RateLimiter:
     WINDOW_SECONDS = 60
 
-    def __init__(self, plans: dict[PlanName, PlanLimits]) -> None:
+    def __init__(self, plans: dict[PlanName, PlanLimits], windows: RateWindows) -> None:
         self.plans = plans
-        self._windows: dict[str, tuple[int, int]] = {}  # principal id -> (window start, count)
+        self.windows = windows
         self._direct_runs: dict[str, int] = {}  # principal id -> direct runs going on
 
     def limits_for(self, principal: Principal) -> PlanLimits | None:
         return None if principal.plan is None else self.plans[principal.plan]
 
-    def hit(self, principal: Principal, *, now: float | None = None) -> RateState | None:
+    async def hit(self, principal: Principal, *, now: float | None = None) -> RateState | None:
         """Count one execution; ``allowed`` is False (and nothing is counted) past the limit."""
-        return self._state(principal, count=True, now=now)
-
-    def peek(self, principal: Principal, *, now: float | None = None) -> RateState | None:
-        return self._state(principal, count=False, now=now)
-
-    def _state(self, principal: Principal, *, count: bool, now: float | None) -> RateState | None:
         limits = self.limits_for(principal)
         if limits is None:
             return None
+        window, limit = self._window(now), limits.requests_per_minute
+        used = await self.windows.hit_rate_window(principal.id, window_start=window, limit=limit)
+        if used is None:
+            return RateState(limit, 0, window + self.WINDOW_SECONDS, allowed=False)
+        return RateState(limit, max(0, limit - used), window + self.WINDOW_SECONDS)
+
+    async def peek(self, principal: Principal, *, now: float | None = None) -> RateState | None:
+        limits = self.limits_for(principal)
+        if limits is None:
+            return None
+        window, limit = self._window(now), limits.requests_per_minute
+        used = await self.windows.peek_rate_window(principal.id, window_start=window)
+        return RateState(limit, max(0, limit - used), window + self.WINDOW_SECONDS)
+
+    def _window(self, now: float | None) -> int:
         now = time.time() if now is None else now
-        window = int(now // self.WINDOW_SECONDS) * self.WINDOW_SECONDS
-        start, used = self._windows.get(principal.id, (window, 0))
-        if start != window:
-            start, used = window, 0
-        limit = limits.requests_per_minute
-        allowed = used < limit
-        if count and allowed:
-            used += 1
-        self._windows[principal.id] = (start, used)
-        return RateState(limit, max(0, limit - used), start + self.WINDOW_SECONDS, allowed or not count)
+        return int(now // self.WINDOW_SECONDS) * self.WINDOW_SECONDS
 
     def max_concurrent_jobs(self, principal: Principal) -> int | None:
         limits = self.limits_for(principal)

@@ -108,7 +108,7 @@ async def open_runtime(
             )
             try:
                 keys = ApiKeys(store)
-                limiter = RateLimiter(settings.plan_limits())
+                limiter = RateLimiter(settings.plan_limits(), store)
                 streams = OpenStreams(settings.plan_limits(), total=settings.max_streams)
                 yield Runtime(settings, registry, executor, engine, events, keys, limiter, webhooks, streams)
             finally:

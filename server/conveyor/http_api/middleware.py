@@ -111,6 +111,7 @@ class Access:
             await self.app(scope, receive, send)
             return
         request_id = scope["state"]["request_id"]
+        state: RateState | None = None
         try:
             if scope["path"] == MCP_PATH:
                 await self.host_check.verify(scope)  # before auth: a rebinding page never gets further
@@ -129,7 +130,7 @@ class Access:
                     isinstance(message, dict) and message.get("method") == "initialize"
                 )
                 receive = _replay(body, receive)
-            state = self.limiter.hit(principal) if counted else self.limiter.peek(principal)
+            state = await (self.limiter.hit(principal) if counted else self.limiter.peek(principal))
             if state is not None and not state.allowed:
                 raise RateLimitExceeded(
                     f"Rate limit of {state.limit} executions per minute exceeded",
@@ -138,8 +139,8 @@ class Access:
                 )
         except ConveyorError as exc:
             response = error_response(exc, request_id)
-            if isinstance(exc, RateLimitExceeded):
-                response.headers.update(self.limiter.peek(principal).headers())  # type: ignore[union-attr]
+            if isinstance(exc, RateLimitExceeded) and state is not None:
+                response.headers.update(state.headers())
             await response(scope, receive, send)
             return
         await self.app(scope, receive, _with_rate_headers(send, state))

@@ -126,6 +126,7 @@ class JobEngine:
         self._retries_due: list[int] = []  # heap of run_after times of delayed retries (epoch ms)
         self._retry_scheduled = anyio.Event()
         self._running: dict[str, _Running] = {}
+        self._claimed: deque[Job] = deque()  # claimed for workers woken to run them, not yet started
         self._cancels_pending: set[str] = set()  # asked here of jobs this process claimed but has not started
         self._estimates: dict[str, int | None] = {}
         self._draining = False
@@ -412,7 +413,8 @@ class JobEngine:
         await self._until_nothing_runs()
 
     async def _until_nothing_runs(self) -> None:
-        if self._running:
+        """Until no job runs here, and every job claimed here that never started is handed back."""
+        if self._running or self._claimed:
             await self._drained.wait()
 
     @property
@@ -421,8 +423,8 @@ class JobEngine:
 
     @property
     def busy(self) -> bool:
-        """Runs are going on in this process."""
-        return bool(self._running)
+        """Runs are going on in this process (or jobs claimed here are about to start)."""
+        return bool(self._running or self._claimed)
 
     def _wake_workers(self, *, probe: bool = False) -> None:
         """Wake one idle worker; with every worker busy, the next one to go idle claims again."""
@@ -462,46 +464,58 @@ class JobEngine:
 
     async def _worker(self) -> None:
         probe = False
-        while not self._draining:
+        while True:
             # The claim below is shielded and may not block: without this a shutdown would wait
             # for the whole backlog to run. Yielding only when cancelled keeps a busy worker's
             # next claim right behind its finish (a yield let the backlog, and each submit's
             # position_in_queue count, grow: about -20% jobs/s).
             await anyio.lowlevel.checkpoint_if_cancelled()
-            try:
-                job = await self._claim()
-            except Exception:  # a locked or full database must not take the server down
-                logger.warning("claim failed", exc_info=True, extra={"action": "worker.claim_failed"})
-                await anyio.sleep(CLAIM_RETRY_S * random.uniform(0.5, 1.5))
-                continue
-            if job is None:
-                if self._draining:
-                    return
-                probe = await self._until_woken()
-                continue
-            if probe:  # found work nobody announced: there may be more, so pass the look on
-                self._wake_workers(probe=True)
-                probe = False
+            job: Job | None
+            if self._claimed:  # claimed for this worker by another's claim (or, draining, handed back)
+                job = self._claimed.popleft()
+            elif self._draining:
+                return
+            else:
+                try:
+                    job = await self._claim()
+                except Exception:  # a locked or full database must not take the server down
+                    logger.warning("claim failed", exc_info=True, extra={"action": "worker.claim_failed"})
+                    await anyio.sleep(CLAIM_RETRY_S * random.uniform(0.5, 1.5))
+                    continue
+                if job is None:
+                    probe = await self._until_woken()
+                    continue
+                if probe:  # found work nobody announced: there may be more, so pass the look on
+                    self._wake_workers(probe=True)
+                    probe = False
             try:
                 await self._execute(job)
             except Exception:  # a store failure must not take the other workers down with it
                 logger.exception("worker failed", extra={"action": "worker.failed", "job_id": job.job_id})
 
     async def _claim(self) -> Job | None:
+        """Claim a job for this worker, and one for each worker that waits idle: one trip to the
+        store for all of them (the others' wait in ``_claimed``, each idle worker woken for one)."""
         if self._draining:
             return None
         now = now_ms()
         # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
         # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
         with anyio.CancelScope(shield=True):
-            job = await self.store.claim_next(
+            jobs = await self.store.claim(
                 worker=self.config.worker_id,
                 queues=self.config.queues,
                 tools=self._tools,
                 now=now,
                 lease_expires_at=now + self.config.lease_ms,
+                limit=1 + len(self._idle),
             )
-        return job
+        if not jobs:
+            return None
+        for job in jobs[1:]:
+            self._claimed.append(job)
+            self._wake_workers()
+        return jobs[0]
 
     async def _execute(self, job: Job) -> None:
         tool = self.executor.registry.get(job.tool)  # claimed only for a tool this process has
@@ -526,7 +540,7 @@ class JobEngine:
                 finally:  # even if the store failed: a job left here would hold its lease forever
                     del self._running[job.job_id]
                     running.done.set()
-                    if self._draining and not self._running:
+                    if self._draining and not self._running and not self._claimed:
                         self._drained.set()
 
     async def _run_to_outcome(self, job: Job, running: _Running) -> None:
@@ -682,12 +696,13 @@ class JobEngine:
                     logger.warning(
                         "worker heartbeat failed", exc_info=True, extra={"action": "worker.seen_failed"}
                     )
-            if not self._running:
+            held = [*self._running, *(job.job_id for job in self._claimed)]
+            if not held:
                 continue
             renewed_until = now_ms() + self.config.lease_ms
             try:
                 await self.store.extend_leases(
-                    worker=self.config.worker_id, job_ids=list(self._running), lease_expires_at=renewed_until
+                    worker=self.config.worker_id, job_ids=held, lease_expires_at=renewed_until
                 )
             except Exception:  # try again next beat; a lease lasts three of them
                 logger.warning("heartbeat failed", exc_info=True, extra={"action": "worker.heartbeat_failed"})
@@ -707,7 +722,7 @@ class JobEngine:
         """Recover jobs whose worker vanished (expired lease) and purge old finished jobs."""
         now = now_ms()
         for job in await self.store.expired_leases(now):
-            if job.job_id in self._running:
+            if job.job_id in self._running or any(held.job_id == job.job_id for held in self._claimed):
                 continue  # ours and still running (the loop was busy past a heartbeat): not lost
             tool = self._tool_or_none(job.tool)
             if tool is None and (job.lease_expires_at or 0) > now - self.config.lease_ms:

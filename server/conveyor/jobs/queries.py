@@ -11,9 +11,12 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 @cache
 def load_queries(dialect: str) -> dict[str, str]:
-    text = files("conveyor.jobs").joinpath("sql", f"{dialect}.sql").read_text()
-    parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """The statements of ``sql/common.sql`` and ``sql/<dialect>.sql``, by name."""
+    queries: dict[str, str] = {}
+    for source in ("common", dialect):
+        parts = _NAME.split(files("conveyor.jobs").joinpath("sql", f"{source}.sql").read_text())
+        queries.update((name, body.strip()) for name, body in zip(parts[1::2], parts[2::2], strict=True))
+    return queries
 
 
 def load_migrations(dialect: str) -> list[tuple[int, str]]:

@@ -23,14 +23,15 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from conveyor.auth import ApiKey
 from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit, rows
-from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
+from conveyor.jobs.rows import Row
+from conveyor.jobs.sql_store import SQLJobStore
 from conveyor.jobs.sqlite_file import DatabaseFile, DatabaseFileLost
 from conveyor.jobs.sqlite_thread import SQLiteThread
-from conveyor.jobs.sqlite_webhooks import SQLiteWebhookStore
+from conveyor.jobs.webhook_store import WebhookStore
 
 logger = logging.getLogger("conveyor.store")
 
@@ -67,7 +68,7 @@ def is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in _BUSY_CODES
 
 
-class SQLiteJobStore:
+class SQLiteJobStore(SQLJobStore):
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", write_timeout_s: float = 10.0) -> None:
         self.path = str(path)
         self.write_timeout_s = write_timeout_s
@@ -78,7 +79,7 @@ class SQLiteJobStore:
         self._thread: SQLiteThread | None = None
         self._group: group_commit.GroupCommit | None = None
         self._file = DatabaseFile(self.path)
-        self.webhooks = SQLiteWebhookStore(self._run, self._q)  # same database, same committer
+        self.webhooks = WebhookStore(self)  # same database, same committer
 
     async def open(self) -> None:
         existed = self._file.prepare()
@@ -152,49 +153,24 @@ class SQLiteJobStore:
             await anyio.sleep(min(deadline - now, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, 0.1)
 
-    async def _one(self, query: str, params: dict[str, Any], *, write: bool = True) -> Job | None:
+    async def fetch(self, query: str, params: dict[str, Any], *, write: bool = True) -> builtins.list[Row]:
         sql = self._q[query]
-        return await self._run(
-            lambda conn: rows.job_or_none(conn.execute(sql, params).fetchone()), write=write
-        )
+        return await self._run(lambda conn: conn.execute(sql, params).fetchall(), write=write)
 
-    async def _all(self, query: str, params: dict[str, Any], *, write: bool = True) -> builtins.list[Job]:
+    async def fetch_one(self, query: str, params: dict[str, Any], *, write: bool = True) -> Row | None:
         sql = self._q[query]
-        return await self._run(
-            lambda conn: [rows.to_job(row) for row in conn.execute(sql, params)], write=write
-        )
+        row: Row | None = await self._run(lambda conn: conn.execute(sql, params).fetchone(), write=write)
+        return row
 
-    async def _scalar(self, query: str, params: dict[str, Any]) -> Any:
-        sql = self._q[query]
-        return await self._run(lambda conn: _first_column(conn.execute(sql, params).fetchone()), write=False)
-
-    async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
+    async def execute(self, query: str, params: dict[str, Any]) -> int:
         sql = self._q[query]
         return await self._run(lambda conn: conn.execute(sql, params).rowcount)
 
-    def _stamped(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {**params, "origin": self.origin}
+    def names(self, values: Sequence[str] | None) -> Any:
+        return None if values is None else json.dumps(list(values))  # read with json_each
 
     async def insert(self, job: NewJob) -> Job | None:
-        params = self._stamped(
-            {
-                "job_id": job.job_id,
-                "tool": job.tool,
-                "arguments": rows.dump(job.arguments),
-                "owner": job.owner,
-                "queue": job.queue,
-                "created_at": job.created_at,
-                "idempotency_key": job.idempotency_key,
-                "trace_id": job.trace_id,
-                "timeout_ms": job.timeout_ms,
-                "webhook_url": job.webhook_url,
-                "estimated_duration_ms": job.estimated_duration_ms,
-                "max_concurrent": job.max_concurrent,
-                "kind": job.kind,
-                "ttl_ms": job.ttl_ms,
-                "dedupe_key": job.dedupe_key,
-            }
-        )
+        params = self._insert_params(job)
         insert_sql, get_sql = self._q["insert_job"], self._q["get_job"]
 
         def insert_and_read(conn: sqlite3.Connection) -> Job | None:
@@ -204,17 +180,6 @@ class SQLiteJobStore:
             return rows.job_or_none(conn.execute(get_sql, {"job_id": job.job_id}).fetchone())
 
         return await self._run(insert_and_read)
-
-    async def get(self, job_id: str) -> Job | None:
-        return await self._one("get_job", {"job_id": job_id}, write=False)
-
-    async def get_active_duplicate(self, owner: str, dedupe_key: str) -> Job | None:
-        params = {"owner": owner, "dedupe_key": dedupe_key}
-        return await self._one("get_active_duplicate", params, write=False)
-
-    async def get_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        params = {"owner": owner, "idempotency_key": key}
-        return await self._one("get_job_by_idempotency_key", params, write=False)
 
     async def list(
         self,
@@ -226,12 +191,7 @@ class SQLiteJobStore:
         offset: int,
         kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]:
-        params: dict[str, Any] = {
-            "owner": owner,
-            "status": status and str(status),
-            "tool": tool,
-            "kind": kind,
-        }
+        params = {"owner": owner, **self._list_params(status, tool, kind)}
         listing, counting = (
             ("list_all_jobs", "count_all_jobs")
             if owner is None
@@ -249,149 +209,40 @@ class SQLiteJobStore:
 
         return await self._run(page_and_total, write=False)
 
-    async def claim_next(
-        self,
-        *,
-        worker: str,
-        queues: Sequence[str] | None,
-        tools: Sequence[str],
-        now: int,
-        lease_expires_at: int,
-    ) -> Job | None:
-        params = {
-            "worker": worker,
-            "queues": json.dumps(list(queues)) if queues else None,
-            "tools": json.dumps(list(tools)),
-            "now": now,
-            "lease_expires_at": lease_expires_at,
-        }
+    async def _claim(self, params: dict[str, Any], limit: int) -> builtins.list[Job]:
+        sql = self._q["claim_next_job"]
+
+        def claim_each(conn: sqlite3.Connection) -> builtins.list[Job]:
+            # One statement per job, in one transaction: each sees the jobs the last one started
+            # (an owner's plan limit counts them).
+            claimed: builtins.list[Job] = []
+            for _ in range(limit):
+                job = rows.job_or_none(conn.execute(sql, params).fetchone())
+                if job is None:
+                    break
+                claimed.append(job)
+            return claimed
+
         # Little patience: the caller (a worker) tries again soon anyway, and a claim is shielded
         # from cancellation, so a long one would hold up a shutdown.
-        sql = self._q["claim_next_job"]
-        params = self._stamped(params)
-        return await self._run(
-            lambda conn: rows.job_or_none(conn.execute(sql, params).fetchone()), timeout_s=CLAIM_TIMEOUT_S
-        )
-
-    async def next_run_after(self, queues: Sequence[str] | None) -> int | None:
-        value = await self._scalar("next_run_after", {"queues": json.dumps(list(queues)) if queues else None})
-        return None if value is None else int(value)
-
-    async def extend_leases(self, *, worker: str, job_ids: Sequence[str], lease_expires_at: int) -> None:
-        params = {
-            "worker": worker,
-            "job_ids": json.dumps(list(job_ids)),
-            "lease_expires_at": lease_expires_at,
-        }
-        await self._rowcount("extend_leases", params)
-
-    async def save_progress(self, job_id: str, progress: dict[str, Any], *, attempt: int) -> None:
-        params = {"job_id": job_id, "progress": rows.dump(progress), "attempt": attempt}
-        await self._rowcount("save_progress", self._stamped(params))
-
-    async def finish(
-        self,
-        job_id: str,
-        *,
-        attempt: int,
-        status: JobStatus,
-        now: int,
-        result: Any = None,
-        error: dict[str, Any] | None = None,
-        step_results: builtins.list[dict[str, Any]] | None = None,
-        execution_time_ms: int | None = None,
-    ) -> Job | None:
-        params = {
-            "job_id": job_id,
-            "attempt": attempt,
-            "status": str(status),
-            "now": now,
-            "result": None if status is not JobStatus.COMPLETED else rows.dump(result),
-            "error": None if error is None else rows.dump(error),
-            "step_results": rows.dump(step_results) if step_results else None,
-            "execution_time_ms": execution_time_ms,
-        }
-        return await self._terminal("finish_job", params)
-
-    async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None:
-        params = {"job_id": job_id, "attempt": attempt, "run_after": run_after}
-        return await self._one("requeue_job", self._stamped(params))
-
-    async def hand_back(self, job_id: str, *, attempt: int, now: int) -> Job | None:
-        params = {"job_id": job_id, "attempt": attempt, "now": now}
-        return await self._one("hand_back_job", self._stamped(params))
-
-    async def request_cancel(self, job_id: str, *, now: int) -> Job | None:
-        return await self._one("request_cancel", self._stamped({"job_id": job_id, "now": now}))
-
-    async def cancel_queued(self, job_id: str, *, now: int, error: dict[str, Any]) -> Job | None:
-        return await self._terminal(
-            "cancel_queued_job", {"job_id": job_id, "now": now, "error": rows.dump(error)}
-        )
+        return await self._run(claim_each, timeout_s=CLAIM_TIMEOUT_S)
 
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
-        """A terminal write and its webhook deliveries (the outbox) in one transaction: a crash
-        loses no delivery of a committed end, and a write that did not commit has none."""
-        sql, enqueue, params = self._q[query], self.webhooks.enqueue, self._stamped(params)
+        sql, targets, insert = self._q[query], self._q["webhooks_for_event"], self._q["insert_delivery"]
 
         def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
             job = rows.job_or_none(conn.execute(sql, params).fetchone())
-            return job, 0 if job is None else enqueue(conn, job)
+            if job is None or not job.status.terminal:
+                return job, 0
+            registered = conn.execute(targets, WebhookStore.targets_params(job)).fetchall()
+            deliveries = WebhookStore.deliveries(job, registered)
+            conn.executemany(insert, deliveries)
+            return job, len(deliveries)
 
         job, deliveries = await self._run(end_and_enqueue)
         if deliveries:
             self.webhooks.deliveries_added.set()
         return job
-
-    async def expired_leases(self, now: int) -> builtins.list[Job]:
-        return await self._all("expired_leases", {"now": now}, write=False)
-
-    async def recent_durations(self, tool: str) -> builtins.list[int]:
-        sql = self._q["recent_durations"]
-        found = await self._run(lambda conn: conn.execute(sql, {"tool": tool}).fetchall(), write=False)
-        return [int(row[0]) for row in found if row[0] is not None]
-
-    async def purge_finished(self, before: int, *, now: int) -> int:
-        return await self._rowcount("purge_finished", {"before": before, "now": now})
-
-    async def queue_depth(self) -> int:
-        return int(await self._scalar("queue_depth", {}) or 0)
-
-    async def active_count(self) -> int:
-        return int(await self._scalar("active_count", {}) or 0)
-
-    async def count_by_status(self) -> dict[JobStatus, int]:
-        sql = self._q["count_jobs_by_status"]
-        rows = await self._run(lambda conn: conn.execute(sql).fetchall(), write=False)
-        counts = dict.fromkeys(JobStatus, 0)
-        counts.update({JobStatus(row["status"]): int(row["n"]) for row in rows})
-        return counts
-
-    # -- workers ---------------------------------------------------------------------------
-
-    async def record_worker(self, worker: WorkerRecord) -> None:
-        """Insert the worker's row, or renew it (its heartbeat)."""
-        params = {
-            "worker_id": worker.worker_id,
-            "pid": worker.pid,
-            "host": worker.host,
-            "queues": None if worker.queues is None else json.dumps(list(worker.queues)),
-            "tools": json.dumps(list(worker.tools)),
-            "started_at": worker.started_at,
-            "now": worker.seen_at,
-        }
-        await self._rowcount("upsert_worker", params)
-
-    async def forget_worker(self, worker_id: str) -> None:
-        await self._rowcount("delete_worker", {"worker_id": worker_id})
-
-    async def live_workers(self, since: int) -> builtins.list[WorkerRecord]:
-        sql = self._q["live_workers"]
-        found = await self._run(lambda conn: conn.execute(sql, {"since": since}).fetchall(), write=False)
-        return [rows.to_worker(row) for row in found]
-
-    async def purge_workers(self, before: int) -> int:
-        return await self._rowcount("purge_workers", {"before": before})
 
     # -- changes made by other processes ------------------------------------------------------
 
@@ -432,35 +283,6 @@ class SQLiteJobStore:
         # Past our own writes too: the next look starts after everything committed so far.
         return changed, int(conn.execute(self._q["last_version"]).fetchone()[0]), False
 
-    # -- API keys (the same database holds them) ----------------------------------------------
-
-    async def insert_api_key(self, key: ApiKey, key_hash: str) -> None:
-        params = {
-            "key_id": key.key_id,
-            "key_hash": key_hash,
-            "name": key.name,
-            "role": key.role,
-            "plan": key.plan,
-            "created_at": key.created_at,
-        }
-        await self._rowcount("insert_api_key", params)
-
-    async def find_api_key(self, key_hash: str) -> ApiKey | None:
-        sql = self._q["find_api_key"]
-        row = await self._run(lambda conn: conn.execute(sql, {"key_hash": key_hash}).fetchone(), write=False)
-        return rows.to_key(row) if row is not None else None
-
-    async def list_api_keys(self) -> builtins.list[ApiKey]:
-        sql = self._q["list_api_keys"]
-        found = await self._run(lambda conn: conn.execute(sql).fetchall(), write=False)
-        return [rows.to_key(row) for row in found]
-
-    async def revoke_api_key(self, key_id: str, *, now: int) -> bool:
-        return await self._rowcount("revoke_api_key", {"key_id": key_id, "now": now}) > 0
-
-    async def count_active_api_keys(self) -> int:
-        return int(await self._scalar("count_active_api_keys", {}) or 0)
-
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Apply the migrations this database has not had, in the caller's write transaction: the
@@ -495,7 +317,3 @@ def _data_version(conn: sqlite3.Connection) -> int:
 
 def _change_marks(conn: sqlite3.Connection) -> tuple[int, int]:
     return _data_version(conn), int(conn.execute(load_queries("sqlite")["last_version"]).fetchone()[0])
-
-
-def _first_column(row: sqlite3.Row | None) -> Any:
-    return row[0] if row is not None else None

@@ -53,7 +53,7 @@ class JobStore(Protocol):
         kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]: ...
 
-    async def claim_next(
+    async def claim(
         self,
         *,
         worker: str,
@@ -61,8 +61,10 @@ class JobStore(Protocol):
         tools: Sequence[str],
         now: int,
         lease_expires_at: int,
-    ) -> Job | None:
-        """Start the oldest due job of ``queues`` whose tool is one of ``tools``; ``None`` if there is none."""
+        limit: int = 1,
+    ) -> builtins.list[Job]:
+        """Start up to ``limit`` of the oldest due jobs of ``queues`` whose tools are among
+        ``tools``, never more of an owner's jobs than its plan's limit allows; no job twice at once."""
         ...
 
     async def next_run_after(self, queues: Sequence[str] | None) -> int | None: ...
