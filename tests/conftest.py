@@ -13,6 +13,7 @@ from conveyor import local_worker
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings, load_settings
+from tests.databases import KINDS, fresh_database
 from tests.live_server import LiveServer, live_server
 
 ERAS = ["auto", "legacy"]
@@ -37,6 +38,14 @@ def no_local_worker_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture(params=KINDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each kind in turn (SQLite, PostgreSQL), for what every store must do
+    alike: a module runs all its tests on both by overriding ``settings`` with it."""
+    with fresh_database(request.param, tmp_path) as db:
+        yield db
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -1,11 +1,10 @@
-"""The job engine, the SQLite store and the executor, driven directly (no MCP in between)."""
+"""The job engine, its store and the executor, driven directly (no MCP in between): every test
+runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
-import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from conveyor.progress import Progress
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.schemas import JobView
 from conveyor.settings import Settings
-from tests import toolkits
+from tests import databases, toolkits
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -39,6 +38,11 @@ pytestmark = pytest.mark.anyio
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 OWNER = "alice"
 HOUR_MS = 3_600_000
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str) -> Settings:
+    return make_settings(tmp_path, db=database)
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +87,8 @@ def tool_names(runtime: Runtime) -> list[str]:
 
 async def backdate_completion(runtime: Runtime, job_id: str, ms_ago: int) -> None:
     """Pretend a job finished ``ms_ago`` milliseconds ago (a second connection, as an operator would)."""
-    with contextlib.closing(sqlite3.connect(runtime.settings.db)) as db, db:
-        db.execute("UPDATE jobs SET completed_at = ? WHERE job_id = ?", (now_ms() - ms_ago, job_id))
+    sql = "UPDATE jobs SET completed_at = :completed_at WHERE job_id = :job_id"
+    await databases.execute(runtime.settings.db, sql, {"completed_at": now_ms() - ms_ago, "job_id": job_id})
 
 
 # -- submit ------------------------------------------------------------------------------
@@ -458,8 +462,10 @@ async def test_a_shutdown_past_its_grace_hands_idempotent_jobs_back_uncounted_an
         assert handed_back.position_in_queue == 1
 
 
-async def test_a_shutdown_lets_running_jobs_finish_within_the_grace_period(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, shutdown_grace_seconds=30)
+async def test_a_shutdown_lets_running_jobs_finish_within_the_grace_period(
+    tmp_path: Path, database: str
+) -> None:
+    settings = make_settings(tmp_path, db=database, shutdown_grace_seconds=30)
     async with open_runtime(settings) as runtime:
         held = await start_held(runtime)
         draining = runtime.engine.drain(30)
@@ -478,8 +484,8 @@ async def test_a_shutdown_lets_running_jobs_finish_within_the_grace_period(tmp_p
     assert done.result == "released"
 
 
-async def test_a_hurried_shutdown_skips_the_rest_of_the_grace_period(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, shutdown_grace_seconds=3600)
+async def test_a_hurried_shutdown_skips_the_rest_of_the_grace_period(tmp_path: Path, database: str) -> None:
+    settings = make_settings(tmp_path, db=database, shutdown_grace_seconds=3600)
     async with open_runtime(settings) as runtime:
         held = await start_held(runtime)
         hurry = anyio.Event()
@@ -492,8 +498,8 @@ async def test_a_hurried_shutdown_skips_the_rest_of_the_grace_period(tmp_path: P
     assert interrupted.error["code"] == "INTERRUPTED"
 
 
-async def test_sweep_purges_finished_jobs_older_than_the_retention(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, retention_hours=1, concurrency=1)
+async def test_sweep_purges_finished_jobs_older_than_the_retention(tmp_path: Path, database: str) -> None:
+    settings = make_settings(tmp_path, db=database, retention_hours=1, concurrency=1)
     async with open_runtime(settings) as runtime:
         old = await run_job(runtime, "demo_echo", {"text": "old"})
         old_failure = await run_job(runtime, "demo_fail", {"message": "old"})
@@ -543,7 +549,7 @@ async def test_a_failing_claim_does_not_take_the_engine_down(
         nonlocal failures
         if failures == 0:
             failures += 1
-            raise sqlite3.OperationalError("disk I/O error")
+            raise OSError("disk I/O error")
         return await real_claim(**kwargs)
 
     monkeypatch.setattr(store, "claim", claim_that_fails_once)
@@ -586,8 +592,8 @@ async def test_executor_survives_a_failing_progress_sink(runtime: Runtime) -> No
     assert outcome.result["steps"] == 2
 
 
-async def test_executor_bounds_arguments_and_results(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, max_argument_bytes=100, max_result_bytes=100)
+async def test_executor_bounds_arguments_and_results(tmp_path: Path, database: str) -> None:
+    settings = make_settings(tmp_path, db=database, max_argument_bytes=100, max_result_bytes=100)
     async with open_runtime(settings, run_workers=False) as runtime:
         with pytest.raises(PayloadTooLarge) as caught:
             await runtime.executor.run("demo_echo", {"text": "x" * 200})

@@ -188,15 +188,3 @@ async def test_a_database_made_by_the_first_schema_upgrades_to_the_latest_with_i
     assert job is not None
     assert (job.status, job.arguments, job.owner) == (JobStatus.QUEUED, {"text": "from v1"}, "alice")
     assert [job.job_id for job in claimed] == ["job_old"]
-
-
-async def test_two_stores_opening_a_new_database_at_once_apply_each_migration_once(tmp_path: Path) -> None:
-    stores = [SQLiteJobStore(tmp_path / "new.db") for _ in range(4)]
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            for store in stores:
-                tg.start_soon(store.open)
-    for store in stores:
-        await store.close()
-    with sqlite3.connect(tmp_path / "new.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == load_migrations("sqlite")[-1][0]

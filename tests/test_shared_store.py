@@ -1,6 +1,7 @@
-"""Several runtimes on one SQLite file, as several processes share it: each has its own connection
-and thread, so each is another process as far as SQLite, the change watch and the fencing go.
-(The same behaviour across real processes is in test_processes.py.)"""
+"""Several runtimes on one database, as several processes share it: each has its own store
+(connections, change watch), so each is another process as far as the database, the change watch
+and the fencing go. What every store must do runs on SQLite and on PostgreSQL; a busy SQLite file
+is SQLite's own. (The same behaviour across real processes is in test_processes.py.)"""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ from tests.webhook_receiver import webhook_receiver
 pytestmark = pytest.mark.anyio
 
 OWNER = "alice"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str) -> Settings:
+    return make_settings(tmp_path, db=database)
 
 
 @pytest.fixture(autouse=True)
@@ -102,10 +108,10 @@ async def test_progress_made_in_another_process_reaches_this_ones_subscribers(se
 
 
 async def test_a_job_submitted_in_one_process_wakes_a_worker_of_another_without_polling(
-    tmp_path: Path,
+    settings: Settings,
 ) -> None:
     # A sweep interval of an hour: only the change watch can wake the worker.
-    settings = make_settings(tmp_path, sweep_interval_seconds=3600)
+    settings = settings.model_copy(update={"sweep_interval_seconds": 3600})
     async with front_and_worker(settings) as (front, _worker):
         job = await front.engine.submit("demo_echo", {"text": "hi"}, owner=OWNER)
         with anyio.fail_after(5):
@@ -162,9 +168,8 @@ async def test_a_sync_tool_that_checks_stops_when_its_job_is_canceled_from_anoth
 
 
 async def test_a_sync_tool_that_never_checks_shows_its_cancel_requested_until_it_returns(
-    tmp_path: Path,
+    settings: Settings,
 ) -> None:
-    settings = make_settings(tmp_path)
     async with open_runtime(settings) as runtime:
         runtime.engine.config = replace(runtime.engine.config, cancel_wait_s=0.2)  # answer before it returns
         job = await runtime.engine.submit("testkit_sync_unchecking", {}, owner=OWNER)
@@ -309,10 +314,12 @@ async def test_2026_listen_streams_carry_the_changes_of_a_job_another_process_ru
 
 
 async def test_a_job_canceled_by_a_front_door_that_runs_no_jobs_has_its_webhook_delivered_by_a_worker(
-    tmp_path: Path,
+    settings: Settings,
 ) -> None:
     # An hour between the deliverer's own looks at the outbox: only the change watch wakes it.
-    settings = make_settings(tmp_path, webhook_allow_private_addresses=True, sweep_interval_seconds=3600)
+    settings = settings.model_copy(
+        update={"webhook_allow_private_addresses": True, "sweep_interval_seconds": 3600}
+    )
     async with webhook_receiver() as receiver, front_and_worker(settings) as (front, _worker):
         held = await front.engine.submit("testkit_hold", {}, owner=OWNER)  # the worker's one slot
         with anyio.fail_after(5):

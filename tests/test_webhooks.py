@@ -38,7 +38,7 @@ DELIVERY_ID = re.compile(r"^whd_[0-9a-f]{32}$")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def hook_settings(tmp_path: Path, **overrides: Any) -> Settings:
+def hook_settings(tmp_path: Path, database: str, **overrides: Any) -> Settings:
     """Receivers listen on 127.0.0.1, so private addresses are allowed; retries come fast."""
     values: dict[str, Any] = {
         "webhook_allow_private_addresses": True,
@@ -46,7 +46,7 @@ def hook_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "webhook_retry_max_seconds": 0.05,
         "webhook_max_attempts": 3,
     }
-    return make_settings(tmp_path, **{**values, **overrides})
+    return make_settings(tmp_path, db=database, **{**values, **overrides})
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +57,8 @@ def fresh_toolkit_events() -> Iterator[None]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:  # what conftest's runtime and live fixtures open
-    return hook_settings(tmp_path)
+def settings(tmp_path: Path, database: str) -> Settings:  # what conftest's runtime and live fixtures open
+    return hook_settings(tmp_path, database)
 
 
 @pytest.fixture
@@ -116,21 +116,23 @@ async def test_a_job_with_a_webhook_url_is_delivered_once_signed_with_the_server
     assert len(receiver.requests) == 1
 
 
-async def test_the_server_secret_is_made_once_and_kept_across_restarts(tmp_path: Path) -> None:
-    settings = hook_settings(tmp_path)
+async def test_the_server_secret_is_made_once_and_kept_across_restarts(tmp_path: Path, database: str) -> None:
+    settings = hook_settings(tmp_path, database)
     async with open_runtime(settings, run_workers=False) as first:
         secret = first.webhooks.server_secret
     async with open_runtime(settings, run_workers=False) as second:
         assert second.webhooks.server_secret == secret
     assert secret.startswith("whsec_")
-    configured = hook_settings(tmp_path, webhook_secret="s" * 32)
+    configured = hook_settings(tmp_path, database, webhook_secret="s" * 32)
     async with open_runtime(configured, run_workers=False) as third:
         assert third.webhooks.server_secret == "s" * 32
 
 
 @pytest.mark.slow
-async def test_conveyor_webhooks_secret_prints_the_secret_the_server_signs_with(tmp_path: Path) -> None:
-    settings = hook_settings(tmp_path)
+async def test_conveyor_webhooks_secret_prints_the_secret_the_server_signs_with(
+    tmp_path: Path, database: str
+) -> None:
+    settings = hook_settings(tmp_path, database)
     async with open_runtime(settings, run_workers=False) as runtime:
         secret = runtime.webhooks.server_secret
     env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
@@ -184,10 +186,12 @@ async def test_a_receiver_that_never_succeeds_is_given_up_after_max_attempts(
     assert len(receiver.requests) == 3
 
 
-async def test_an_unreachable_receiver_is_retried_and_its_error_recorded(tmp_path: Path) -> None:
+async def test_an_unreachable_receiver_is_retried_and_its_error_recorded(
+    tmp_path: Path, database: str
+) -> None:
     async with webhook_receiver() as gone:
         url = gone.url  # a port nobody listens on once the receiver has stopped
-    async with open_runtime(hook_settings(tmp_path, webhook_max_attempts=2)) as runtime:
+    async with open_runtime(hook_settings(tmp_path, database, webhook_max_attempts=2)) as runtime:
         with runtime.webhooks.outcomes.subscribe() as outcomes:
             await run_job(runtime, "demo_echo", {"text": "x"}, webhook_url=url)
             [delivery] = await settled(outcomes)
@@ -197,10 +201,10 @@ async def test_an_unreachable_receiver_is_retried_and_its_error_recorded(tmp_pat
 
 
 async def test_no_more_deliveries_are_in_flight_at_once_than_the_concurrency_setting(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, database: str
 ) -> None:
     receiver.hold = anyio.Event()
-    async with open_runtime(hook_settings(tmp_path, webhook_concurrency=2)) as runtime:
+    async with open_runtime(hook_settings(tmp_path, database, webhook_concurrency=2)) as runtime:
         with runtime.webhooks.outcomes.subscribe() as outcomes:
             jobs = [
                 await run_job(runtime, "demo_echo", {"text": str(n)}, webhook_url=receiver.url)
@@ -221,9 +225,9 @@ async def test_no_more_deliveries_are_in_flight_at_once_than_the_concurrency_set
 
 
 async def test_a_delivery_committed_with_the_jobs_end_goes_out_after_a_restart(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, database: str
 ) -> None:
-    settings = hook_settings(tmp_path)
+    settings = hook_settings(tmp_path, database)
     # No workers and no deliverer: the process "dies" right after the terminal write.
     async with open_runtime(settings, run_workers=False) as before:
         job = await before.engine.submit("demo_add", {"a": 1, "b": 2}, owner=OWNER, webhook_url=receiver.url)
@@ -238,9 +242,9 @@ async def test_a_delivery_committed_with_the_jobs_end_goes_out_after_a_restart(
 
 
 async def test_an_attempt_cut_short_by_a_crash_is_made_again_when_its_claim_lapses(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, database: str
 ) -> None:
-    settings = hook_settings(tmp_path)
+    settings = hook_settings(tmp_path, database)
     async with open_runtime(settings, run_workers=False) as before:
         job = await before.engine.submit("demo_add", {"a": 1, "b": 2}, owner=OWNER, webhook_url=receiver.url)
         await before.engine.cancel(job.job_id, owner=OWNER)
@@ -257,9 +261,9 @@ async def test_an_attempt_cut_short_by_a_crash_is_made_again_when_its_claim_laps
 
 
 async def test_an_attempt_interrupted_by_shutdown_is_handed_back_uncounted(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, database: str
 ) -> None:
-    settings = hook_settings(tmp_path)
+    settings = hook_settings(tmp_path, database)
     receiver.hold = anyio.Event()
     async with open_runtime(settings) as before:
         job = await run_job(before, "demo_echo", {"text": "x"}, webhook_url=receiver.url)
@@ -286,10 +290,10 @@ async def _deliveries(settings: Settings, job_id: str) -> list[Delivery]:
 
 
 async def test_a_delivery_to_a_loopback_address_is_refused_when_private_addresses_are_not_allowed(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, database: str
 ) -> None:
     port = receiver.url.rsplit(":", 1)[1]
-    settings = hook_settings(tmp_path, webhook_allow_private_addresses=False)
+    settings = hook_settings(tmp_path, database, webhook_allow_private_addresses=False)
     async with open_runtime(settings) as runtime:
         with runtime.webhooks.outcomes.subscribe() as outcomes:
             # A name passes the submit-time check; what it resolves to is checked at delivery.
@@ -312,9 +316,13 @@ async def test_submit_refuses_a_webhook_url_that_is_not_an_http_url(runtime: Run
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "10.1.2.3", "169.254.169.254", "127.1", "0x7f000001"])
-async def test_submit_refuses_a_private_ip_literal_unless_allowed(tmp_path: Path, host: str) -> None:
+async def test_submit_refuses_a_private_ip_literal_unless_allowed(
+    tmp_path: Path, host: str, database: str
+) -> None:
     url = f"http://{host}:8080/hook"
-    async with open_runtime(hook_settings(tmp_path, webhook_allow_private_addresses=False)) as runtime:
+    async with open_runtime(
+        hook_settings(tmp_path, database, webhook_allow_private_addresses=False)
+    ) as runtime:
         with pytest.raises(InvalidArguments) as refused:
             await runtime.engine.submit("demo_echo", {"text": "x"}, owner=OWNER, webhook_url=url)
     assert refused.value.extra["argument"] == "webhook_url"

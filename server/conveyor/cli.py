@@ -27,7 +27,7 @@ from conveyor.progress import Progress
 from conveyor.registry import Registry
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.schemas import JobView
-from conveyor.settings import Settings, default_db_path, load_settings
+from conveyor.settings import Settings, default_db_path, is_postgres_url, load_settings
 
 EXIT_JOIN_S = 2.0  # how long idle worker threads get to end before the process exits regardless
 
@@ -108,7 +108,10 @@ def _config_error(exc: BaseException) -> int:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="settings file (TOML), e.g. conveyor.toml")
-    common.add_argument("--db", help="SQLite database file (default: ~/.local/share/conveyor/conveyor.db)")
+    common.add_argument(
+        "--db",
+        help="SQLite database file (default: ~/.local/share/conveyor/conveyor.db), or a postgresql:// URL",
+    )
     common.add_argument(
         "--toolkit",
         action="append",
@@ -195,7 +198,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.set_defaults(command=_call)
 
-    jobs = commands.add_parser("jobs", help="inspect and cancel jobs in a database file")
+    db = commands.add_parser("db", help="the database's schema")
+    db_commands = db.add_subparsers(required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        parents=[common],
+        help="apply the migrations the database has not had (every start does too; this does only that)",
+    )
+    upgrade.set_defaults(command=_db_upgrade)
+
+    jobs = commands.add_parser("jobs", help="inspect and cancel jobs in a database")
     job_commands = jobs.add_subparsers(required=True, metavar="ACTION")
     listing = job_commands.add_parser("list", parents=[common], help="newest jobs first")
     listing.add_argument("--status", choices=[s.value for s in JobStatus])
@@ -259,7 +271,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _live_workers(settings: Settings) -> list[dict[str, Any]]:
     """Every process running jobs on this database (the local worker is one), by their heartbeats."""
-    if not os.path.exists(settings.db):
+    if not is_postgres_url(settings.db) and not os.path.exists(settings.db):
         return []
 
     async def look() -> list[dict[str, Any]]:
@@ -312,6 +324,24 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return {"key_id": args.key_id, "revoked": True}
 
     return _with_runtime(settings, action)
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.jobs.queries import load_migrations
+    from conveyor.runtime import open_store
+
+    async def upgrade() -> dict[str, Any]:
+        store = open_store(settings)
+        await store.open()
+        try:
+            dialect = "postgres" if is_postgres_url(settings.db) else "sqlite"
+            latest = load_migrations(dialect)[-1][0]
+            return {"db": store.where, "applied": store.applied_migrations, "version": latest}
+        finally:
+            await store.close()
+
+    print(json.dumps(anyio.run(upgrade), indent=2))
+    return 0
 
 
 def _webhooks_secret(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,12 +5,14 @@ A stdio client may end its server at any moment (after each call, or when the us
 database, starting one in a session of its own (a client that kills the server's process tree
 does not reach it). The worker holds an exclusive lock on ``<db>.worker.lock`` for its whole
 life, which is how a second start finds the first; it logs to ``<db>.worker.log`` and exits by
-itself once nothing has been queued or running for ``worker_idle_exit_seconds``.
+itself once nothing has been queued or running for ``worker_idle_exit_seconds``. (For a
+PostgreSQL URL, both files are in the user's state directory, named by a hash of the URL.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from conveyor.settings import Settings
+from conveyor.settings import Settings, is_postgres_url
 
 if sys.platform == "win32":  # pragma: no cover - Windows only
     import msvcrt
@@ -35,12 +37,26 @@ LOG_ROTATE_BYTES = 5_000_000
 ACQUIRE_PATIENCE_S = 1.0  # a server may be testing the lock at the very moment a worker takes it
 
 
+def database(db: str) -> str:
+    """The database as the local worker's files name it: a SQLite file's absolute path, or the URL."""
+    return db if is_postgres_url(db) else os.path.abspath(db)
+
+
+def _beside(db: str) -> str:
+    """Where the local worker's files go: beside a SQLite file; for a PostgreSQL URL (no file of
+    its own), in the user's state directory, under a name of the URL's."""
+    if not is_postgres_url(db):
+        return os.path.abspath(db)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "conveyor" / f"postgres-{hashlib.sha256(db.encode()).hexdigest()[:16]}")
+
+
 def lock_path(db: str) -> Path:
-    return Path(f"{os.path.abspath(db)}.worker.lock")
+    return Path(f"{_beside(db)}.worker.lock")
 
 
 def log_path(db: str) -> Path:
-    return Path(f"{os.path.abspath(db)}.worker.log")
+    return Path(f"{_beside(db)}.worker.log")
 
 
 @dataclass(frozen=True)
@@ -114,9 +130,9 @@ def status(db: str) -> WorkerInfo:
             running = not _probe(file)
             info = json.loads(file.read() or "{}")
     except (FileNotFoundError, json.JSONDecodeError):
-        return WorkerInfo(db=os.path.abspath(db), running=False)
+        return WorkerInfo(db=database(db), running=False)
     return WorkerInfo(
-        db=os.path.abspath(db),
+        db=database(db),
         running=running,
         pid=info.get("pid"),
         started_at=info.get("started_at"),
@@ -129,7 +145,7 @@ class LocalWorkerLauncher:
     submit: an idle worker may have exited while the server sat waiting for its client)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings.model_copy(update={"db": os.path.abspath(settings.db)})
+        self.settings = settings.model_copy(update={"db": database(settings.db)})
         self._child: subprocess.Popen[bytes] | None = None
 
     def ensure(self) -> None:

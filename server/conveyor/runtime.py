@@ -15,10 +15,11 @@ from conveyor.errors import ConfigError
 from conveyor.events import JobEvents
 from conveyor.executor import Executor
 from conveyor.jobs.engine import JobEngine
+from conveyor.jobs.sql_store import SQLJobStore
 from conveyor.jobs.sqlite_store import SQLiteJobStore
 from conveyor.limits import OpenStreams, RateLimiter
 from conveyor.registry import Registry
-from conveyor.settings import Settings
+from conveyor.settings import Settings, is_postgres_url
 from conveyor.webhooks import Webhooks
 
 logger = logging.getLogger("conveyor.runtime")
@@ -51,9 +52,20 @@ class Shutdown:
         self.requested.set()
 
 
-def open_store(settings: Settings) -> SQLiteJobStore:
-    if settings.db.startswith(("postgres://", "postgresql://")):
-        raise ConfigError("PostgreSQL support is not available yet; use a SQLite file path for --db")
+def open_store(settings: Settings) -> SQLJobStore:
+    """The store ``settings.db`` names: a postgresql:// URL, or else a SQLite file."""
+    if is_postgres_url(settings.db):
+        try:
+            from conveyor.jobs.postgres_store import PostgresJobStore
+        except ImportError:
+            raise ConfigError(
+                "PostgreSQL needs the postgres extra: pip install 'conveyor-mcp[postgres]'"
+            ) from None
+        return PostgresJobStore(
+            settings.db,
+            pool_size=settings.postgres_pool_size,
+            write_timeout_s=settings.store_write_timeout_seconds,
+        )
     return SQLiteJobStore(
         settings.db,
         synchronous=settings.sqlite_synchronous,

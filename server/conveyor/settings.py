@@ -27,6 +27,10 @@ TEST_PREFIX = "CONVEYOR_TEST_"
 DEFAULT_TOOLKITS = ("conveyor_toolkits.demo:toolkit",)
 
 
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgres://", "postgresql://"))
+
+
 def default_db_path() -> str:
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(data_home) / "conveyor" / "conveyor.db")
@@ -35,7 +39,7 @@ def default_db_path() -> str:
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    db: str = Field(default_factory=default_db_path, description="SQLite file path")
+    db: str = Field(default_factory=default_db_path, description="a SQLite file path, or a postgresql:// URL")
     toolkits: tuple[str, ...] = Field(DEFAULT_TOOLKITS, description="toolkits by dotted path")
     entry_points: bool = Field(True, description="also load toolkits of the conveyor.toolkits entry points")
     concurrency: int = Field(8, ge=1, le=100_000)
@@ -59,6 +63,9 @@ class Settings(BaseModel):
     max_result_bytes: int = Field(5_000_000, gt=0)
     max_json_depth: int = Field(64, ge=2, le=512, description="deepest nesting a request's JSON may have")
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    postgres_pool_size: int = Field(
+        10, ge=2, le=1000, description="connections each process keeps open to PostgreSQL"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)

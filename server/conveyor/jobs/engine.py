@@ -181,7 +181,9 @@ class JobEngine:
         )
         # Woken before the insert is queued, a worker's claim queues after it: with a store that
         # commits in order (SQLite's group commit) the claim rides in the same transaction.
-        self._wake_workers()
+        # Any other store could run the claim first and find nothing: its worker wakes after.
+        if self.store.ordered_commits:
+            self._wake_workers()
         job = await self.store.insert(new_job)
         if job is None:  # it repeats an earlier submit (the insert says so, at no extra cost)
             earlier = await self._earlier_submit(new_job)
@@ -195,6 +197,8 @@ class JobEngine:
         logger.debug(
             "job submitted", extra={"action": "job.submitted", "job_id": job.job_id, "tool": job.tool}
         )
+        if not self.store.ordered_commits:
+            self._wake_workers()
         if self._on_submitted is not None:
             self._on_submitted()
         if job.position_in_queue is None:  # a store that does not read it back with the insert

@@ -21,13 +21,34 @@ from conveyor.auth import ApiKey
 from conveyor.jobs import rows
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 from conveyor.jobs.rows import Row
+from conveyor.jobs.webhook_store import WebhookStore
 
 
 class SQLJobStore(ABC):
     origin: str  # stamped on every job this store writes, so its change watch can skip its own
+    webhooks: WebhookStore  # the webhook tables of the same database
+    ordered_commits: bool  # see JobStore
+    applied_migrations: builtins.list[int]  # the schema versions this store's open applied
     _q: dict[str, str]  # the dialect's statements by name
 
     # -- what a dialect supplies ---------------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and bring the schema up to date (``ConfigError`` if the database cannot be used)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """The database, as logs and messages name it (never with a password)."""
+
+    @property
+    @abstractmethod
+    def fault(self) -> str | None:
+        """Why the store takes no writes any more (its file deleted or replaced), if it does not."""
 
     @abstractmethod
     async def fetch(self, query: str, params: dict[str, Any], *, write: bool = True) -> builtins.list[Row]:
@@ -58,16 +79,10 @@ class SQLJobStore(ABC):
         key, or an active one with its dedupe key."""
 
     @abstractmethod
-    async def list(
-        self,
-        *,
-        owner: str | None,
-        status: JobStatus | None,
-        tool: str | None,
-        limit: int,
-        offset: int,
-        kind: JobKind | None = None,
-    ) -> tuple[builtins.list[Job], int]: ...
+    async def _page_and_total(
+        self, listing: str, counting: str, params: dict[str, Any], *, limit: int, offset: int
+    ) -> tuple[builtins.list[Job], int]:
+        """A page of ``listing`` and the total of ``counting``, read at one moment."""
 
     @abstractmethod
     async def watch_changes(
@@ -113,9 +128,26 @@ class SQLJobStore(ABC):
             }
         )
 
-    @staticmethod
-    def _list_params(status: JobStatus | None, tool: str | None, kind: JobKind | None) -> dict[str, Any]:
-        return {"status": status and str(status), "tool": tool, "kind": kind}
+    async def list(
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None,
+        tool: str | None,
+        limit: int,
+        offset: int,
+        kind: JobKind | None = None,
+    ) -> tuple[builtins.list[Job], int]:
+        params = {"owner": owner, "status": status and str(status), "tool": tool, "kind": kind}
+        # Separate statements for one owner's jobs and every job: "(:owner IS NULL OR owner =
+        # :owner)" would keep the planner off the owner index, and most lists are one owner's.
+        if owner is None:
+            return await self._page_and_total(
+                "list_all_jobs", "count_all_jobs", params, limit=limit, offset=offset
+            )
+        return await self._page_and_total(
+            "list_jobs_of_owner", "count_jobs_of_owner", params, limit=limit, offset=offset
+        )
 
     async def get(self, job_id: str) -> Job | None:
         return await self._one("get_job", {"job_id": job_id}, write=False)

@@ -25,7 +25,7 @@ import anyio.abc
 
 from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit, rows
-from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob
+from conveyor.jobs.models import Job, NewJob
 from conveyor.jobs.queries import load_migrations, load_queries
 from conveyor.jobs.rows import Row
 from conveyor.jobs.sql_store import SQLJobStore
@@ -69,6 +69,8 @@ def is_busy(exc: BaseException) -> bool:
 
 
 class SQLiteJobStore(SQLJobStore):
+    ordered_commits = True  # one connection, one queue of statements
+
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", write_timeout_s: float = 10.0) -> None:
         self.path = str(path)
         self.write_timeout_s = write_timeout_s
@@ -90,7 +92,8 @@ class SQLiteJobStore(SQLJobStore):
                 thread,
                 group_commit.GroupCommit(thread, before_writes=self._file.check),
             )
-            await self._run(_migrate)  # a write: a database that cannot be written fails here, at start
+            # A write: a database that cannot be written fails here, at start.
+            self.applied_migrations = await self._run(_migrate)
         except (sqlite3.Error, StoreUnavailable) as exc:
             await self.close()
             raise ConfigError(f"cannot use {self.path} as Conveyor's database: {exc}") from None
@@ -102,6 +105,10 @@ class SQLiteJobStore(SQLJobStore):
     def fault(self) -> str | None:
         """Why this store cannot take writes any more (its file was deleted or replaced), if so."""
         return self._file.fault
+
+    @property
+    def where(self) -> str:
+        return self.path
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -181,22 +188,9 @@ class SQLiteJobStore(SQLJobStore):
 
         return await self._run(insert_and_read)
 
-    async def list(
-        self,
-        *,
-        owner: str | None,
-        status: JobStatus | None,
-        tool: str | None,
-        limit: int,
-        offset: int,
-        kind: JobKind | None = None,
+    async def _page_and_total(
+        self, listing: str, counting: str, params: dict[str, Any], *, limit: int, offset: int
     ) -> tuple[builtins.list[Job], int]:
-        params = {"owner": owner, **self._list_params(status, tool, kind)}
-        listing, counting = (
-            ("list_all_jobs", "count_all_jobs")
-            if owner is None
-            else ("list_jobs_of_owner", "count_jobs_of_owner")
-        )
         list_sql, count_sql = self._q[listing], self._q[counting]
 
         def page_and_total(conn: sqlite3.Connection) -> tuple[builtins.list[Job], int]:
@@ -284,16 +278,20 @@ class SQLiteJobStore(SQLJobStore):
         return changed, int(conn.execute(self._q["last_version"]).fetchone()[0]), False
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> builtins.list[int]:
     """Apply the migrations this database has not had, in the caller's write transaction: the
-    write lock taken up front makes two processes starting at once apply each migration once."""
+    write lock taken up front makes two processes starting at once apply each migration once.
+    The versions applied."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
+    applied = []
     for version, script in load_migrations("sqlite"):
         if version <= current:
             continue
         for statement in _statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version}")
+        applied.append(version)
+    return applied
 
 
 def _statements(script: str) -> builtins.list[str]:

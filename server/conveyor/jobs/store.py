@@ -19,6 +19,9 @@ from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord
 
 class JobStore(Protocol):
     origin: str  # this store's stamp on the jobs it writes
+    # Statements run in the order they were called (SQLite's group commit): a claim called after
+    # an insert sees the job it inserted.
+    ordered_commits: bool
 
     @property
     def fault(self) -> str | None:
