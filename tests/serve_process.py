@@ -63,10 +63,10 @@ async def conveyor_http(
     *args: str,
     env: dict[str, str] | None = None,
     key: str | None = None,
-    db: Path | None = None,
+    db: Path | str | None = None,
 ) -> AsyncIterator[Served]:
-    """``conveyor serve --http`` on ``db`` (default ``tmp_path/conveyor.db``) with ``args``; ``key``
-    when the database has one already (then no key is printed)."""
+    """``conveyor serve --http`` on ``db`` (default ``tmp_path/conveyor.db``; a path or a URL) with
+    ``args``; ``key`` when the database has one already (then no key is printed)."""
     command = [sys.executable, "-m", "conveyor", "serve", "--http", "--port", "0"]
     command += ["--db", str(db or tmp_path / "conveyor.db"), *args]
 
@@ -83,9 +83,11 @@ async def conveyor_worker(
     stop: signal.Signals,
     *args: str,
     env: dict[str, str] | None = None,
-    db: Path | None = None,
+    db: Path | str | None = None,
+    exit_code: int = 0,
 ) -> AsyncIterator[Served]:
-    """``conveyor worker`` on ``db`` with ``args``, once it is ready to claim jobs."""
+    """``conveyor worker`` on ``db`` with ``args``, once it is ready to claim jobs; it must end
+    with ``exit_code`` (a test that kills it says with which signal: ``-signal.SIGKILL``)."""
     command = [sys.executable, "-m", "conveyor", "worker", "--db", str(db or tmp_path / "conveyor.db"), *args]
 
     async def ready(lines: BufferedByteReceiveStream, seen: list[str]) -> Served:
@@ -93,7 +95,7 @@ async def conveyor_worker(
             pass
         return Served("", "", seen)
 
-    async with _running(command, tmp_path, stop, env, ready) as served:
+    async with _running(command, tmp_path, stop, env, ready, exit_code) as served:
         yield served
 
 
@@ -104,6 +106,7 @@ async def _running(
     stop: signal.Signals,
     env: dict[str, str] | None,
     until_ready: Callable[[BufferedByteReceiveStream, list[str]], Awaitable[Served]],
+    exit_code: int = 0,
 ) -> AsyncIterator[Served]:
     process = await anyio.open_process(
         command,
@@ -124,7 +127,7 @@ async def _running(
             yield served
         finally:
             await _stop(process, stop)
-    assert process.returncode == 0, "".join(seen)
+    assert process.returncode == exit_code, "".join(seen)
 
 
 async def _line(lines: BufferedByteReceiveStream, seen: list[str], exited: str) -> str:

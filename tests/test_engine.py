@@ -331,7 +331,7 @@ async def test_cancel_a_queued_job_ends_it_at_once(idle_runtime: Runtime) -> Non
     assert canceled.error["code"] == "CANCELED"
     assert canceled.completed_at is not None
     assert canceled.started_at is None
-    claimed = await idle_runtime.engine.store.claim(
+    claimed = await idle_runtime.engine.store.claim_next(
         worker="w",
         queues=None,
         tools=tool_names(idle_runtime),
@@ -378,7 +378,7 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     await store.extend_leases(
         worker=runtime.engine.config.worker_id, job_ids=[done.job_id], lease_expires_at=now_ms()
     )
-    claimed = await store.claim(
+    claimed = await store.claim_next(
         worker="w", queues=None, tools=tool_names(runtime), now=now_ms(), lease_expires_at=now_ms()
     )
     assert claimed == []
@@ -403,7 +403,7 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
 
 
 async def claim_with_expired_lease(runtime: Runtime) -> Job:
-    claimed = await runtime.engine.store.claim(
+    claimed = await runtime.engine.store.claim_next(
         worker="gone", queues=None, tools=tool_names(runtime), now=now_ms(), lease_expires_at=now_ms() - 1
     )
     assert len(claimed) == 1
@@ -542,7 +542,7 @@ async def test_a_failing_claim_does_not_take_the_engine_down(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = runtime.engine.store
-    real_claim = store.claim
+    real_claim = store.claim_next
     failures = 0
 
     async def claim_that_fails_once(**kwargs: Any) -> list[Job]:
@@ -552,7 +552,7 @@ async def test_a_failing_claim_does_not_take_the_engine_down(
             raise OSError("disk I/O error")
         return await real_claim(**kwargs)
 
-    monkeypatch.setattr(store, "claim", claim_that_fails_once)
+    monkeypatch.setattr(store, "claim_next", claim_that_fails_once)
     job = await run_job(runtime, "demo_echo", {"text": "after the failure"})
     assert failures == 1
     assert job.status is JobStatus.COMPLETED

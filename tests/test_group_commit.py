@@ -177,7 +177,7 @@ async def test_a_database_made_by_the_first_schema_upgrades_to_the_latest_with_i
     await store.open()
     try:
         job = await store.get("job_old")
-        claimed = await store.claim(
+        claimed = await store.claim_next(
             worker="w", queues=None, tools=["demo_echo"], now=2000, lease_expires_at=3000
         )
     finally:

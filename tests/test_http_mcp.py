@@ -193,6 +193,21 @@ async def test_a_session_is_bound_to_the_key_that_opened_it(server: LiveServer) 
     assert hijack.status_code == 404
 
 
+async def test_a_session_this_server_does_not_know_is_404_so_the_client_initializes_again(
+    server: LiveServer,
+) -> None:
+    # Behind a load balancer without sticky routing, or after a restart: another process's session.
+    async with server.client(server.admin_key) as http:
+        unknown = {"Mcp-Session-Id": "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5", **MCP_HEADERS}
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        answer = await http.post("/mcp", json=ping, headers=unknown)
+        again = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] < 0  # a JSON-RPC error, as the transport answers one
+    assert again.status_code == 200
+    assert again.headers["mcp-session-id"]
+
+
 # -- authentication and transport protection ----------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ async def stores(tmp_path: Path, database: str, count: int) -> AsyncIterator[bui
 
 async def claim(store: SQLJobStore, *, limit: int = 1, worker: str = "w") -> builtins.list[Job]:
     now = now_ms()
-    return await store.claim(
+    return await store.claim_next(
         worker=worker, queues=None, tools=TOOLS, now=now, lease_expires_at=now + 60_000, limit=limit
     )
 
@@ -232,3 +232,28 @@ async def test_stores_opening_a_new_database_at_once_apply_each_migration_once(
     else:
         [(version,)] = await databases.execute(database, "PRAGMA user_version")
         assert version == load_migrations("sqlite")[-1][0]
+
+
+async def test_each_webhook_delivery_is_claimed_by_one_store_only(tmp_path: Path, database: str) -> None:
+    async with stores(tmp_path, database, 3) as opened:
+        for n in range(30):
+            job = await opened[0].insert(new_job(webhook_url=f"https://example.com/{n}"))
+            assert job is not None
+        for run in await claim(opened[0], limit=30):
+            await opened[0].finish(
+                run.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms(), result="ok"
+            )
+        claimed: builtins.list[str] = []
+
+        async def deliverer(store: SQLJobStore) -> None:
+            now = now_ms()
+            while batch := await store.webhooks.claim_deliveries(
+                now=now, claimed_until=now + 60_000, limit=4
+            ):
+                claimed.extend(delivery.delivery_id for delivery, _secret in batch)
+
+        async with anyio.create_task_group() as tg:
+            for store in opened * 2:
+                tg.start_soon(deliverer, store)
+    assert len(claimed) == 30
+    assert len(set(claimed)) == 30

@@ -164,6 +164,28 @@ def record_run(directory: str, key: str) -> str:
     return key
 
 
+@toolkit.tool(open_world=False)
+async def record_run_in_table(db: str, key: str, seconds: float = 0.0) -> str:
+    """Record this run as a row (key, process) of the table ``runs`` in the PostgreSQL database
+    ``db``, then sleep: a non-idempotent tool whose every run a test can count."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute("INSERT INTO runs (key, pid) VALUES ($1, $2)", key, os.getpid())
+    finally:
+        await conn.close()
+    await anyio.sleep(seconds)
+    return key
+
+
+@toolkit.tool(idempotent=True, open_world=False)
+async def idempotent_nap(seconds: float) -> float:
+    """Sleep: an idempotent tool, which a lost run of is run again."""
+    await anyio.sleep(seconds)
+    return seconds
+
+
 @toolkit.tool
 async def nap(ctx: ToolContext, seconds: float) -> str:
     """Sleep, as a tool that is neither idempotent nor quick would; reports that it started."""

@@ -506,7 +506,7 @@ class JobEngine:
         # Shielded: a claim that commits must reach _execute, whose cleanup hands the job
         # back on shutdown; cancelled half-way, the job would sit in `running` until its lease ends.
         with anyio.CancelScope(shield=True):
-            jobs = await self.store.claim(
+            jobs = await self.store.claim_next(
                 worker=self.config.worker_id,
                 queues=self.config.queues,
                 tools=self._tools,

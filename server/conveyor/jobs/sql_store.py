@@ -160,7 +160,7 @@ class SQLJobStore(ABC):
         params = {"owner": owner, "idempotency_key": key}
         return await self._one("get_job_by_idempotency_key", params, write=False)
 
-    async def claim(
+    async def claim_next(
         self,
         *,
         worker: str,

@@ -56,7 +56,7 @@ class JobStore(Protocol):
         kind: JobKind | None = None,
     ) -> tuple[builtins.list[Job], int]: ...
 
-    async def claim(
+    async def claim_next(
         self,
         *,
         worker: str,
