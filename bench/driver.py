@@ -36,7 +36,7 @@ CONVEYOR_TOOLKIT = "bench.toolkit:toolkit"
 # -- Conveyor in this process ------------------------------------------------------------------
 
 
-def conveyor_settings(db: Path, **overrides: Any) -> Any:
+def conveyor_settings(db: Path | str, **overrides: Any) -> Any:
     sys.path.insert(0, str(ROOT))  # for bench.toolkit
     from conveyor.logs import configure_logging
     from conveyor.settings import load_settings
@@ -486,6 +486,10 @@ def _raw_claim() -> _Params:
     return _Params(worker="raw", tools=json.dumps([NOOP]), now=now, lease_expires_at=now + 30_000)
 
 
+def _raw_pg_claim() -> _Params:
+    return _Params(_raw_claim(), tools=[NOOP], origin="raw", limit=1)
+
+
 def _raw_finish(claimed: Any) -> _Params:
     # The claim's row says which attempt runs: the finish is fenced by it, as the engine's is.
     now = int(time.time() * 1000)
@@ -528,8 +532,125 @@ async def concurrency(spec: Spec, tmp: Path) -> dict[str, Any]:
     }
 
 
+# -- PostgreSQL: worker processes on one queue, and the raw asyncpg limit ---------------------------
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres(spec: Spec) -> AsyncIterator[str]:
+    """A schema of its own in the benchmark's PostgreSQL, migrated, dropped afterwards."""
+    import asyncpg
+
+    from conveyor.jobs.postgres_store import migrate
+
+    schema = f"bench_{spec['run_id'].replace('-', '_')}"
+    url = f"{spec['postgres_url']}{'&' if '?' in spec['postgres_url'] else '?'}search_path={schema}"
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        conn = await asyncpg.connect(spec["postgres_url"])
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def postgres(spec: Spec, tmp: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "server"))
+    async with fresh_postgres(spec) as url:
+        if spec["peer"] == "raw-asyncpg":
+            return await raw_asyncpg(spec, url)
+        return await postgres_workers(spec, url, tmp)
+
+
+async def postgres_workers(spec: Spec, url: str, tmp: Path) -> dict[str, Any]:
+    """``workers`` ``conveyor worker`` processes; this process submits through the engine (it runs
+    no jobs) and counts the ends its change listener hears."""
+    from conveyor.runtime import open_runtime
+
+    n, workers = spec["n"], spec["workers"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CONVEYOR_ENTRY_POINTS": "false"}
+    command = [spec["project_python"], "-m", "conveyor", "worker", "--db", url, "--toolkit", CONVEYOR_TOOLKIT]
+    command += ["--concurrency", str(spec["concurrency"])]
+    with contextlib.ExitStack() as stack:
+        for index in range(workers):
+            stack.enter_context(subprocess_server(command, env, tmp / f"worker-{index}.log"))
+        settings = conveyor_settings(url)
+        async with open_runtime(settings, run_workers=False) as runtime:
+            with anyio.fail_after(60):
+                # Other processes starting: their rows in the workers table are all there is to see.
+                while len(await runtime.engine.store.live_workers(since=0)) < workers:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            done = count_finished(runtime, n)
+
+            async def submit() -> None:
+                await runtime.engine.submit(NOOP, {}, owner="bench")
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for share in _shares(n, spec["submitters"]):
+                    tg.start_soon(_repeat, submit, share)
+            submitted_s = time.perf_counter() - started
+            with anyio.fail_after(600):
+                await done.wait()
+            elapsed = time.perf_counter() - started
+            completed = (await runtime.engine.store.count_by_status())[_completed()]
+    if completed != n:
+        raise RuntimeError(f"{completed} of {n} jobs completed")
+    return {"jobs": n, "workers": workers, "jobs_per_s": n / elapsed, "submit_per_s": n / submitted_s}
+
+
+def _completed() -> Any:
+    from conveyor.jobs.models import JobStatus
+
+    return JobStatus.COMPLETED
+
+
+async def raw_asyncpg(spec: Spec, url: str) -> dict[str, Any]:
+    """The PostgreSQL limit: Conveyor's schema and statements (insert, claim, finish, each its own
+    transaction), driven by ``loops`` asyncpg connections at once, nothing else in between."""
+    import asyncpg
+
+    from conveyor.jobs.postgres_store import Statement
+    from conveyor.jobs.queries import load_queries
+
+    queries = {name: Statement(sql) for name, sql in load_queries("postgres").items()}
+    insert, claim, finish = queries["insert_job"], queries["claim_jobs"], queries["finish_job"]
+    n, loops = spec["n"], spec["loops"]
+    counter = itertools.count()
+
+    async def loop(jobs: int) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for _ in range(jobs):
+                job_id = f"job_{next(counter):032x}"
+                await conn.fetchrow(insert.text, *insert.args(_Params(_raw_insert(job_id), origin="raw")))
+                # A claim may find every queued row held by the other loops' claims (SKIP LOCKED):
+                # as many jobs are queued as claims are to come, so it looks again.
+                while (row := await conn.fetchrow(claim.text, *claim.args(_raw_pg_claim()))) is None:
+                    pass
+                await conn.fetchrow(finish.text, *finish.args(_Params(_raw_finish(row), origin="raw")))
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for share in _shares(n, loops):
+            tg.start_soon(loop, share)
+    elapsed = time.perf_counter() - started
+    conn = await asyncpg.connect(url)
+    try:
+        done = await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE status = 'completed'")
+    finally:
+        await conn.close()
+    if done != n:
+        raise RuntimeError(f"raw loop completed {done} of {n} jobs")
+    return {"jobs": n, "loops": loops, "jobs_per_s": n / elapsed}
+
+
 WORKLOADS = {
     "direct": direct,
+    "postgres": postgres,
     "coldstart": coldstart,
     "roundtrip": roundtrip,
     "throughput": throughput,

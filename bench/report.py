@@ -36,6 +36,10 @@ LABELS = {
     "fastmcp-redis": "FastMCP background task, Docket Redis",
     "raw-sqlite": "raw sqlite3 loop, 3 transactions per job",
     "raw-sqlite-batched": "raw sqlite3 loop, batched (the SQLite limit)",
+    "conveyor-pg-1": "Conveyor on PostgreSQL, 1 worker process",
+    "conveyor-pg-2": "Conveyor on PostgreSQL, 2 worker processes",
+    "conveyor-pg-4": "Conveyor on PostgreSQL, 4 worker processes",
+    "raw-asyncpg": "raw asyncpg loops (the PostgreSQL limit)",
 }
 
 
@@ -260,6 +264,30 @@ def throughput_section(bench: Bench) -> tuple[list[str], list[tuple[str, str, bo
     return ["### 3. Job throughput", "", table(header, rows), ""], targets
 
 
+def postgres_section(bench: Bench) -> tuple[list[str], list[tuple[str, str, bool | None]]]:
+    results = bench.results.get("postgres", {})
+    if not results:
+        note = bench.notes.get("postgres")
+        return (["### 3b. Job throughput on PostgreSQL", "", f"Note: {note}.", ""] if note else []), []
+    jobs_s: Getter = lambda r: r["jobs_per_s"]  # noqa: E731
+    raw = median(results.get("raw-asyncpg", []), jobs_s)
+    rows = []
+    for peer, runs in results.items():
+        n = int(values(runs, lambda r: r["jobs"])[0]) if runs else 0
+        rows.append([LABELS[peer], f"{n:,}", cell(runs, jobs_s), _pct(median(runs, jobs_s), raw)])
+    header = ["", "jobs", "jobs/s (submitted and completed)", "this ÷ the raw loops"]
+    best = max(
+        (median(results.get(p, []), jobs_s) for p in ("conveyor-pg-1", "conveyor-pg-2", "conveyor-pg-4")),
+        default=math.nan,
+    )
+    target = (
+        "(for reference) PostgreSQL: the best worker count's share of the raw asyncpg limit",
+        f"{_pct(best, raw)} of {raw:,.0f} jobs/s",
+        None,
+    )
+    return ["### 3b. Job throughput on PostgreSQL", "", table(header, rows), ""], [target]
+
+
 def _pct(a: float, b: float) -> str:
     return "–" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.0%}"
 
@@ -347,7 +375,13 @@ def render(bench: Bench, sections: tuple[str, ...], elapsed_s: float, *, quick: 
     body += direct_section(bench, "http", "1c. Direct tool calls, streamable HTTP")
     if "direct-http" in bench.results:
         targets += direct_targets(bench)
-    for build in (roundtrip_section, throughput_section, concurrency_section, footprint_section):
+    for build in (
+        roundtrip_section,
+        throughput_section,
+        postgres_section,
+        concurrency_section,
+        footprint_section,
+    ):
         lines, found = build(bench)
         body += lines
         targets += found
@@ -392,6 +426,12 @@ def method(bench: Bench) -> list[str]:
         "The raw loop uses Conveyor's own schema and statements (insert, claim, finish) on a plain sqlite3 "
         f"connection in WAL mode with the same `synchronous`, either one transaction per statement or "
         f"{s.raw_batch} jobs per transaction.",
+        f"- Job throughput on PostgreSQL: {s.postgres_n:,} no-op jobs submitted through the engine API by "
+        f"{s.submitters} concurrent submitters in a process that runs no jobs, and run by 1, 2 or 4 "
+        f"`conveyor worker` processes (concurrency {s.postgres_concurrency} each), all on one PostgreSQL "
+        "database; timed until the submitting process heard (LISTEN/NOTIFY) that every job completed. "
+        f"The raw loops: {s.raw_loops} asyncpg connections at once, each running Conveyor's own statements "
+        "(insert, claim, finish; one transaction each) on the same schema, job after job.",
         f"- Concurrency: {s.sleepers:,} jobs of a tool that sleeps {s.sleep_s:g} s, submitted through the engine "
         f"with concurrency {s.sleepers:,}; completion from the first submit to the last finish; RSS of the whole "
         "process (VmHWM); start delay = started_at − created_at of each job row.",

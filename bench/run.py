@@ -25,7 +25,7 @@ from typing import Any
 from bench import peers_env, report
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("direct", "http", "roundtrip", "throughput", "concurrency", "footprint")
+SECTIONS = ("direct", "http", "roundtrip", "throughput", "postgres", "concurrency", "footprint")
 DIRECT_PEERS = ("conveyor", "sdk-lowlevel", "sdk-mcpserver", "fastmcp")
 ROUNDTRIP_PEERS = ("conveyor-mcp", "conveyor-engine", "fastmcp-memory", "fastmcp-redis")
 THROUGHPUT_PEERS = (
@@ -37,7 +37,9 @@ THROUGHPUT_PEERS = (
     "fastmcp-redis",
 )
 FOOTPRINT_PEERS = ("conveyor", "sdk-lowlevel", "sdk-mcpserver", "fastmcp")
+POSTGRES_PEERS = ("conveyor-pg-1", "conveyor-pg-2", "conveyor-pg-4", "raw-asyncpg")
 REDIS = ("127.0.0.1", 6379)
+POSTGRES_URL = os.environ.get("CONVEYOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Sizes:
     submitters: int
     concurrency: int  # workers (Conveyor) and Docket concurrency (FastMCP) for the throughput runs
     raw_batch: int
+    postgres_n: int
+    postgres_concurrency: int  # each worker process's
+    raw_loops: int  # asyncpg connections the raw PostgreSQL loop drives at once
     sleepers: int
     sleep_s: float
     concurrency_rounds: int
@@ -80,6 +85,9 @@ FULL = Sizes(
     submitters=16,
     concurrency=32,
     raw_batch=100,
+    postgres_n=10_000,
+    postgres_concurrency=32,
+    raw_loops=16,
     sleepers=10_000,
     sleep_s=1.0,
     concurrency_rounds=2,
@@ -102,6 +110,9 @@ QUICK = Sizes(
     submitters=16,
     concurrency=32,
     raw_batch=50,
+    postgres_n=300,
+    postgres_concurrency=32,
+    raw_loops=16,
     sleepers=200,
     sleep_s=0.2,
     concurrency_rounds=1,
@@ -204,6 +215,39 @@ def run_throughput(bench: Bench) -> None:
         bench.measure("throughput", peer, spec, peers_venv=in_peers_venv(peer))
 
 
+def run_postgres(bench: Bench) -> None:
+    s = bench.sizes
+    if not postgres_reachable():
+        bench.notes["postgres"] = (
+            f"no PostgreSQL answered at {POSTGRES_URL}; the PostgreSQL section was skipped"
+        )
+        return
+    for _, peer in alternating(POSTGRES_PEERS, s.rounds):
+        spec: dict[str, Any] = {"workload": "postgres", "n": s.postgres_n, "postgres_url": POSTGRES_URL}
+        if peer == "raw-asyncpg":
+            spec["loops"] = s.raw_loops
+        else:
+            spec |= {"workers": int(peer.rsplit("-", 1)[1]), "concurrency": s.postgres_concurrency}
+            spec["submitters"] = s.submitters
+        bench.measure("postgres", peer, spec)
+
+
+def postgres_reachable() -> bool:
+    import asyncio
+
+    import asyncpg
+
+    async def ping() -> bool:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        await conn.close()
+        return True
+
+    try:
+        return asyncio.run(ping())
+    except (OSError, asyncpg.PostgresError):
+        return False
+
+
 def run_concurrency(bench: Bench) -> None:
     s = bench.sizes
     for _ in range(s.concurrency_rounds):
@@ -280,6 +324,8 @@ def run_sections(bench: Bench, sections: tuple[str, ...]) -> None:
             run_roundtrip(bench)
         elif section == "throughput":
             run_throughput(bench)
+        elif section == "postgres":
+            run_postgres(bench)
         elif section == "concurrency":
             run_concurrency(bench)
         elif section == "footprint":

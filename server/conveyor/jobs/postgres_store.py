@@ -167,14 +167,19 @@ class PostgresJobStore(SQLJobStore):
         return await self._all("claim_jobs", {**params, "limit": limit})
 
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
+        # Most jobs have no webhook to deliver: one statement ends them, autocommitted.
+        quiet = await self._one(query, {**params, "outbox": False})
+        if quiet is not None:
+            return quiet
         end, targets, insert = (
             self._statements[name] for name in (query, "webhooks_for_event", "insert_delivery")
         )
+        deliveries: builtins.list[dict[str, Any]] = []
         async with self._connection() as conn, conn.transaction():
-            row = await conn.fetchrow(end.text, *end.args(params))
+            row = await conn.fetchrow(end.text, *end.args({**params, "outbox": True}))
             job = rows.job_or_none(row)
-            if job is None or not job.status.terminal or not (job.webhook_url or row["owner_has_webhooks"]):
-                return job
+            if job is None or not job.status.terminal:
+                return job  # the fence refused it: not in this run any more
             registered = []
             if row["owner_has_webhooks"]:
                 registered = await conn.fetch(targets.text, *targets.args(WebhookStore.targets_params(job)))

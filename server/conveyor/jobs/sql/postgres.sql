@@ -86,6 +86,8 @@ SET progress = :progress, version = nextval('jobs_version'), changed_by = :origi
 WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt;
 
 -- name: finish_job
+-- Without :outbox, only a job no webhook waits for is ended (one statement, no transaction to
+-- open); the others come back with :outbox, in a transaction that writes their deliveries too.
 -- owner_has_webhooks: whether the owner's registrations need looking up (most owners have none).
 UPDATE jobs
 SET status = :status, completed_at = :now, result = :result, error = :error,
@@ -94,6 +96,7 @@ SET status = :status, completed_at = :now, result = :result, error = :error,
     version = nextval('jobs_version'), changed_by = :origin
 -- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.
 WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
+  AND (:outbox OR (webhook_url IS NULL AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner)))
 RETURNING *, NULL::BIGINT AS position_in_queue,
           EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner) AS owner_has_webhooks;
 
@@ -120,10 +123,12 @@ WHERE job_id = :job_id AND status = 'running' AND cancel_requested_at IS NULL
 RETURNING *, NULL::BIGINT AS position_in_queue;
 
 -- name: cancel_queued_job
+-- :outbox as for finish_job.
 UPDATE jobs
 SET status = 'canceled', completed_at = :now, error = :error,
     version = nextval('jobs_version'), changed_by = :origin
 WHERE job_id = :job_id AND status = 'queued'
+  AND (:outbox OR (webhook_url IS NULL AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner)))
 RETURNING *, NULL::BIGINT AS position_in_queue,
           EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner) AS owner_has_webhooks;
 
