@@ -339,15 +339,7 @@ async def throughput(spec: Spec, tmp: Path) -> dict[str, Any]:
     n, submitters = spec["n"], spec["submitters"]
     overrides = {"concurrency": spec["concurrency"]}
     async with conveyor_runtime(tmp, **overrides) as runtime, conveyor_submitter(runtime, peer) as submit:
-        done = count_finished(runtime, n)
-        started = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for share in _shares(n, submitters):
-                tg.start_soon(_repeat, submit, share)
-        submitted_s = time.perf_counter() - started
-        with anyio.fail_after(600):
-            await done.wait()
-        elapsed = time.perf_counter() - started
+        submitted_s, elapsed = await submit_all_until_finished(runtime, submit, n, submitters)
     return {"jobs": n, "jobs_per_s": n / elapsed, "submit_per_s": n / submitted_s, **measure.rss_mb()}
 
 
@@ -375,6 +367,22 @@ async def conveyor_submitter(runtime: Any, peer: str) -> AsyncIterator[Callable[
                 raise RuntimeError(f"submit failed: {result.content}")
 
         yield by_mcp
+
+
+async def submit_all_until_finished(
+    runtime: Any, submit: Callable[[], Awaitable[Any]], n: int, submitters: int
+) -> tuple[float, float]:
+    """``n`` submits from ``submitters`` tasks at once; seconds until all were submitted, and
+    until all were finished (as the runtime heard of their ends)."""
+    done = count_finished(runtime, n)
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for share in _shares(n, submitters):
+            tg.start_soon(_repeat, submit, share)
+    submitted_s = time.perf_counter() - started
+    with anyio.fail_after(600):
+        await done.wait()
+    return submitted_s, time.perf_counter() - started
 
 
 async def _repeat(call: Callable[[], Awaitable[Any]], times: int) -> None:
@@ -502,20 +510,12 @@ async def concurrency(spec: Spec, tmp: Path) -> dict[str, Any]:
     """N jobs of a tool that sleeps, all running at once (concurrency = N)."""
     n = spec["n"]
     async with conveyor_runtime(tmp, concurrency=n) as runtime:
-        done = count_finished(runtime, n)
         arguments = {"seconds": spec["sleep_s"]}
 
         async def submit() -> None:
             await runtime.engine.submit("bench_sleep", arguments, owner="bench")
 
-        started = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for share in _shares(n, spec["submitters"]):
-                tg.start_soon(_repeat, submit, share)
-        submitted_s = time.perf_counter() - started
-        with anyio.fail_after(600):
-            await done.wait()
-        elapsed = time.perf_counter() - started
+        submitted_s, elapsed = await submit_all_until_finished(runtime, submit, n, spec["submitters"])
         memory = measure.rss_mb()
     with sqlite3.connect(tmp / "conveyor.db") as db:
         rows = db.execute("SELECT started_at - created_at, status FROM jobs").fetchall()
@@ -569,31 +569,29 @@ async def postgres_workers(spec: Spec, url: str, tmp: Path) -> dict[str, Any]:
     from conveyor.runtime import open_runtime
 
     n, workers = spec["n"], spec["workers"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CONVEYOR_ENTRY_POINTS": "false"}
+    # The harness's own settings (CONVEYOR_BENCH_*) are none of the worker's: it refuses unknown ones.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CONVEYOR_")}
+    env |= {"PYTHONPATH": str(ROOT), "CONVEYOR_ENTRY_POINTS": "false"}
     command = [spec["project_python"], "-m", "conveyor", "worker", "--db", url, "--toolkit", CONVEYOR_TOOLKIT]
     command += ["--concurrency", str(spec["concurrency"])]
     with contextlib.ExitStack() as stack:
-        for index in range(workers):
+        processes = [
             stack.enter_context(subprocess_server(command, env, tmp / f"worker-{index}.log"))
+            for index in range(workers)
+        ]
         settings = conveyor_settings(url)
         async with open_runtime(settings, run_workers=False) as runtime:
             with anyio.fail_after(60):
                 # Other processes starting: their rows in the workers table are all there is to see.
-                while len(await runtime.engine.store.live_workers(since=0)) < workers:  # noqa: ASYNC110
+                while len(await runtime.engine.store.live_workers(since=0)) < workers:
+                    if any(process.poll() is not None for process in processes):
+                        raise RuntimeError(f"a worker exited at start; see {tmp}/worker-*.log")
                     await anyio.sleep(0.05)
-            done = count_finished(runtime, n)
 
             async def submit() -> None:
                 await runtime.engine.submit(NOOP, {}, owner="bench")
 
-            started = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for share in _shares(n, spec["submitters"]):
-                    tg.start_soon(_repeat, submit, share)
-            submitted_s = time.perf_counter() - started
-            with anyio.fail_after(600):
-                await done.wait()
-            elapsed = time.perf_counter() - started
+            submitted_s, elapsed = await submit_all_until_finished(runtime, submit, n, spec["submitters"])
             completed = (await runtime.engine.store.count_by_status())[_completed()]
     if completed != n:
         raise RuntimeError(f"{completed} of {n} jobs completed")
