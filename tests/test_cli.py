@@ -18,7 +18,7 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.slow
 
 
-def conveyor(tmp_path: Path, *args: str, db: Path | None = None) -> subprocess.CompletedProcess[str]:
+def conveyor(tmp_path: Path, *args: str, db: Path | str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``conveyor <args> --db <tmp>``; nothing it does may touch the home directory."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
     env.update(CONVEYOR_ENTRY_POINTS="false", XDG_DATA_HOME=str(tmp_path / "xdg"))
@@ -26,6 +26,25 @@ def conveyor(tmp_path: Path, *args: str, db: Path | None = None) -> subprocess.C
     return subprocess.run(
         command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
     )
+
+
+def test_db_upgrade_applies_each_migration_once_and_says_which(tmp_path: Path, database: str) -> None:
+    first = conveyor(tmp_path, "db", "upgrade", db=database)
+    again = conveyor(tmp_path, "db", "upgrade", db=database)
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr
+    applied, latest = json.loads(first.stdout), json.loads(again.stdout)
+    assert applied["applied"] == list(range(1, applied["version"] + 1))
+    assert latest == {**applied, "applied": []}
+
+
+def test_a_database_that_cannot_be_reached_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    run = conveyor(tmp_path, "db", "upgrade", db="postgresql://nobody:secret@127.0.0.1:9/none")
+    assert run.returncode == 2
+    assert run.stdout == ""
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("conveyor: error: cannot use postgresql://nobody:***@127.0.0.1:9/none")
+    assert "secret" not in run.stderr
 
 
 def error_code(run: subprocess.CompletedProcess[str]) -> str:

@@ -137,6 +137,13 @@ async def test_every_registry_tool_can_be_called_directly(
         "testkit_sync_unchecking": ({}, "released", None),
         "testkit_record_run": ({"directory": str(tmp_path), "key": "k"}, "k", None),
         "testkit_nap": ({"seconds": 0}, "rested", None),
+        "testkit_idempotent_nap": ({"seconds": 0}, None, None),
+        # Its database cannot be reached here: the tool fails, coded.
+        "testkit_record_run_in_table": (
+            {"db": "postgresql://nobody@127.0.0.1:9/none", "key": "k"},
+            None,
+            "EXECUTION_ERROR",
+        ),
         "testkit_unruly": ({"kind": "nan"}, None, "EXECUTION_ERROR"),
         "testkit_hold_big": ({"size": 2}, "xx", None),
     }
@@ -178,13 +185,15 @@ async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtim
         "testkit_sleep_uncancellable": {"seconds": 0},
         "testkit_record_run": {"directory": str(tmp_path), "key": "k"},
         "testkit_nap": {"seconds": 0},
+        "testkit_idempotent_nap": {"seconds": 0},
+        "testkit_record_run_in_table": {"db": "postgresql://nobody@127.0.0.1:9/none", "key": "k"},
         "testkit_unruly": {"kind": "progress"},
         "testkit_hold_big": {"size": 2},
     }
     samples.update({tool.wire_name: {} for tool in runtime.registry if tool.wire_name not in samples})
     for name, arguments in samples.items():
         job = await call(client, "jobs_submit", {"tool": name, "arguments": arguments, "wait_seconds": 10})
-        expected = "failed" if name == "demo_fail" else "completed"
+        expected = "failed" if name in ("demo_fail", "testkit_record_run_in_table") else "completed"
         assert job["status"] == expected, (name, job)
         assert job["tool"] == name
     listed = await call(client, "jobs_list", {"limit": 100})

@@ -257,3 +257,41 @@ async def test_each_webhook_delivery_is_claimed_by_one_store_only(tmp_path: Path
                 tg.start_soon(deliverer, store)
     assert len(claimed) == 30
     assert len(set(claimed)) == 30
+
+
+async def test_changes_made_as_the_listening_connection_is_cut_still_arrive_and_later_ones_too(
+    tmp_path: Path,
+) -> None:
+    with databases.fresh_database("postgres", tmp_path) as database:
+        async with stores(tmp_path, database, 2) as (one, two):
+            ended: builtins.list[str] = []
+            heard = anyio.Event()
+
+            def on_change(jobs: builtins.list[Job]) -> None:
+                nonlocal heard
+                ended.extend(job.job_id for job in jobs if job.status.terminal)
+                heard.set()
+
+            async def end_one_job() -> str:
+                nonlocal heard
+                heard = anyio.Event()
+                job = await two.insert(new_job())
+                assert job is not None
+                [run] = await claim(two)
+                await two.finish(run.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms(), result="ok")
+                return run.job_id
+
+            async with anyio.create_task_group() as tg:
+                await tg.start(lambda task_status: one.watch_changes(on_change, task_status=task_status))
+                # The server ends the store's listening connection (as a restart or a failover would).
+                cut = """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE query = 'LISTEN "conveyor.' || current_schema() || '"'"""
+                [(terminated,)] = await databases.execute(database, cut)
+                assert terminated is True
+                for _ in range(2):  # caught up from the poll once it is back, then heard listening
+                    job_id = await end_one_job()
+                    with anyio.fail_after(10):
+                        while job_id not in ended:
+                            await heard.wait()
+                            heard = anyio.Event()
+                tg.cancel_scope.cancel()
