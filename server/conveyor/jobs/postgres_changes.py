@@ -30,7 +30,7 @@ HEALTH_TIMEOUT_S = 3.0
 POLL_S = 1.0  # the fallback's pace, while the listening connection is down
 LOOKBACK_S = 5.0  # a write transaction that takes longer than this may be missed by a poll
 PAGE = 500
-REMEMBERED_JOBS = 100_000  # the newest version passed on, per job, for this many jobs
+REMEMBERED_JOBS = 20_000  # the newest version passed on, per job, for the most recent jobs
 
 
 class ChangeListener:

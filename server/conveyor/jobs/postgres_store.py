@@ -35,13 +35,13 @@ from conveyor.jobs.webhook_store import WebhookStore
 logger = logging.getLogger("conveyor.store")
 
 STORE_UNAVAILABLE_RETRY_S = 2
+LISTEN_CONNECT_TIMEOUT_S = 5  # a listener reconnecting polls meanwhile: it must not wait long
 # The database cannot be reached, or dropped the connection: nothing the caller asked for is
 # known to have committed unless it says so, and trying again later may work.
 UNREACHABLE = (
     OSError,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,  # the connection dropped, mid-statement too
     asyncpg.exceptions.OperatorInterventionError,  # an admin shutdown, a server in recovery
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, a full disk
 )
@@ -198,7 +198,7 @@ class PostgresJobStore(SQLJobStore):
         """Call ``on_change`` with the jobs other processes changed, until cancelled: LISTEN for
         the trigger's announcements, and poll only while the listening connection is down."""
         listener = ChangeListener(
-            connect=lambda: asyncpg.connect(self.url),
+            connect=lambda: asyncpg.connect(self.url, timeout=LISTEN_CONNECT_TIMEOUT_S),
             channel=f"conveyor.{self._schema}",
             origin=self.origin,
             read_jobs=self._read_jobs,
