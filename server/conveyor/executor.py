@@ -57,8 +57,9 @@ class Executor:
         """What a toolkit's lifespan yielded; tools see it as ``ctx.state``."""
         self._states[toolkit] = state
 
-    def validate(self, tool_name: str, arguments: Any) -> tuple[Tool, BaseModel]:
-        """Look the tool up and check its arguments, without running anything."""
+    def validate(self, tool_name: str, arguments: Any) -> tuple[Tool, dict[str, Any]]:
+        """Look the tool up and check its arguments, without running anything: the tool, and
+        the keyword arguments of its function."""
         tool = self.registry.get(tool_name)
         if arguments is None:
             arguments = {}
@@ -76,12 +77,7 @@ class Executor:
                 f"arguments are {size} bytes; the limit is {self.limits.max_argument_bytes}",
                 limit_bytes=self.limits.max_argument_bytes,
             )
-        try:
-            # Strict, and as JSON: a number is a JSON number (no "1", no true), as the schema says,
-            # while a string still names an enum member or a date, as JSON has no other way to.
-            return tool, tool.arguments_model.model_validate_json(text, strict=True)
-        except ValidationError as exc:
-            raise invalid_arguments(exc) from None
+        return tool, tool.arguments.parse(text)
 
     def timeout_ms_for(self, tool: Tool, requested_ms: int | None) -> int | None:
         if requested_ms is not None:
@@ -112,7 +108,7 @@ class Executor:
         shielded from outside cancellation unless ``shield_uncancellable`` is False (a job's
         engine, which never cancels such a run but to stop the process).
         """
-        tool, parsed = self.validate(tool_name, arguments)
+        tool, kwargs = self.validate(tool_name, arguments)
         timeout = self.timeout_ms_for(tool, timeout_ms)
         # Only a tool that takes a ToolContext can report progress: the others need no relay.
         relay = (
@@ -120,7 +116,6 @@ class Executor:
         )
         ctx = ToolContext(tool=tool.wire_name, relay=relay, job_id=job_id, trace_id=trace_id, cancel=cancel)
         ctx.state = self._states.get(tool.toolkit)
-        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
         if tool.context_parameter:
             kwargs[tool.context_parameter] = ctx
         started = time.perf_counter()
@@ -192,25 +187,6 @@ class Executor:
                 limit_bytes=self.limits.max_result_bytes,
             )
         return result
-
-
-def invalid_arguments(exc: ValidationError) -> InvalidArguments:
-    problems = [_describe(error) for error in exc.errors(include_url=False, include_input=False)]
-    first = problems[0]
-    return InvalidArguments(first["message"], argument=first["argument"], details={"errors": problems})
-
-
-def _describe(error: Any) -> dict[str, Any]:
-    location = [str(part) for part in error.get("loc", ())]
-    argument = location[0] if location else None
-    kind = error.get("type", "")
-    if kind == "missing":
-        message = f"Missing required argument: {argument}"
-    elif kind == "extra_forbidden":
-        message = f"Unknown argument: {argument}"
-    else:
-        message = f"Invalid argument {'.'.join(location) or argument}: {error.get('msg', 'invalid value')}"
-    return {"argument": argument, "message": message, "type": kind}
 
 
 def _map_failure(tool: Tool, exc: BaseException) -> ConveyorError:

@@ -1,16 +1,25 @@
-"""Loads toolkits (dotted paths and the ``conveyor.toolkits`` entry points) and finds tools."""
+"""Loads toolkits (dotted paths and the ``conveyor.toolkits`` entry points) and finds tools.
+
+Most toolkits' tools are fixed once loaded; an upstream's change while Conveyor runs (it lists
+them when it connects, and again when told they changed). ``refresh`` takes a toolkit's tools
+up again, and ``on_change`` listeners (the MCP server telling its clients, the engine's claim)
+hear of every change.
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 
 from conveyor.errors import ConfigError, ToolNotFound
 from conveyor.toolkit import Tool, Toolkit
 
 ENTRY_POINT_GROUP = "conveyor.toolkits"
+
+logger = logging.getLogger("conveyor.registry")
 
 
 def import_toolkit(dotted: str) -> Toolkit:
@@ -53,6 +62,9 @@ class Registry:
         self.toolkits: dict[str, Toolkit] = {}
         self._tools: dict[str, Tool] = {}
         self._origin: dict[str, str] = {}
+        self._sorted: list[Tool] | None = None
+        self._listeners: dict[object, Callable[[], None]] = {}
+        self.version = 0  # counts changes: what was worked out from the tools holds while it stays
         for origin, toolkit in toolkits:
             self.add(toolkit, origin=origin)
 
@@ -84,6 +96,45 @@ class Registry:
         self._origin[toolkit.name] = origin
         for tool in toolkit.tools.values():
             self._tools[tool.wire_name] = tool
+        self._changed()
+
+    def refresh(self, toolkit: Toolkit) -> list[str]:
+        """Take up the current tools of a toolkit added before (an upstream's, listed again); a
+        tool whose name another toolkit's tool has is left out, logged, and its name returned."""
+        for wire_name in [name for name, tool in self._tools.items() if tool.toolkit == toolkit.name]:
+            del self._tools[wire_name]
+        refused = []
+        for tool in toolkit.tools.values():
+            other = self._tools.get(tool.wire_name)
+            if other is not None:
+                refused.append(tool.wire_name)
+                logger.error(
+                    "tool name taken",
+                    extra={"action": "registry.collision", "tool": tool.wire_name, "by": other.toolkit},
+                )
+                continue
+            self._tools[tool.wire_name] = tool
+        self._changed()
+        return refused
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each change of the tools; returns what unsubscribes it."""
+        token = object()
+        self._listeners[token] = listener
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._sorted = None
+        for listener in list(self._listeners.values()):
+            try:
+                listener()
+            except Exception:  # one listener's failure must not keep the change from the others
+                logger.exception("registry listener failed", extra={"action": "registry.listener_failed"})
 
     def get(self, wire_name: str) -> Tool:
         try:
@@ -95,7 +146,9 @@ class Registry:
         return wire_name in self._tools
 
     def __iter__(self) -> Iterator[Tool]:
-        return iter(sorted(self._tools.values(), key=lambda t: t.wire_name))
+        if self._sorted is None:
+            self._sorted = sorted(self._tools.values(), key=lambda t: t.wire_name)
+        return iter(self._sorted)
 
     def __len__(self) -> int:
         return len(self._tools)

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from conveyor.arguments import Arguments, ModelArguments
 from conveyor.context import ToolContext
 from conveyor.errors import ConfigError
 from conveyor.portable_schema import portable
@@ -56,7 +57,7 @@ class Tool:
     name: str
     func: Callable[..., Any]
     description: str
-    arguments_model: type[BaseModel]
+    arguments: Arguments
     output_model: type[BaseModel] | None
     title: str
     annotations: ToolAnnotations
@@ -69,21 +70,27 @@ class Tool:
     context_parameter: str | None
     is_async: bool
     toolkit_ref: Toolkit = field(repr=False)
+    declared_output: dict[str, Any] | None = None  # a tool defined elsewhere: its output schema
 
     @property
     def wire_name(self) -> str:
         return f"{self.toolkit}_{self.name}"
 
-    @cached_property
+    @property
     def input_schema(self) -> dict[str, Any]:
         """The arguments' schema as advertised: portable (see ``portable_schema``)."""
-        return portable(self.arguments_model.model_json_schema())
+        return self.arguments.schema
 
     @cached_property
     def output_schema(self) -> dict[str, Any] | None:
-        if self.output_model is None:
-            return None
-        return portable(self.output_model.model_json_schema())
+        if self.output_model is not None:
+            return portable(self.output_model.model_json_schema())
+        return None if self.declared_output is None else portable(self.declared_output)
+
+    @property
+    def structured(self) -> bool:
+        """Its results are JSON objects of a declared schema (MCP ``structuredContent``)."""
+        return self.output_model is not None or self.declared_output is not None
 
 
 AsyncLifespan = Callable[["Toolkit"], AbstractAsyncContextManager[Any]]
@@ -175,7 +182,7 @@ class Toolkit:
                 name=tool_name,
                 func=fn,
                 description=description or inspect.cleandoc(fn.__doc__ or "") or tool_name,
-                arguments_model=arguments_model,
+                arguments=ModelArguments(arguments_model),
                 output_model=output or _output_model(fn),
                 title=title or tool_name.replace("_", " ").capitalize(),
                 annotations=ToolAnnotations(

@@ -13,9 +13,9 @@ from starlette.responses import Response
 
 import conveyor
 from conveyor import job_requests, strict_json
+from conveyor.arguments import invalid_arguments
 from conveyor.auth import Principal
 from conveyor.errors import ConveyorError, InvalidArguments, PayloadTooLarge
-from conveyor.executor import invalid_arguments
 from conveyor.http_api.models import (
     CancelResponse,
     ErrorBody,

@@ -119,7 +119,7 @@ class JobEngine:
         self.config = config
         self._on_submitted = on_submitted  # a job was committed (the local worker may need starting)
         self._on_remote_end = on_remote_end  # another process ended a job (its webhooks may be due)
-        self._tools = tuple(tool.wire_name for tool in executor.registry)  # what this worker can run
+        self._tools_seen: tuple[int, tuple[str, ...]] = (-1, ())  # (registry version, its tool names)
         # One idle worker is woken per job that becomes claimable: no thundering herd.
         self._idle: deque[_Idle] = deque()
         self._missed_wakes = 0  # wakes that found every worker busy: that many idle turns re-claim
@@ -134,6 +134,16 @@ class JobEngine:
         self._drained = anyio.Event()  # set when draining and nothing runs any more
         self._record: WorkerRecord | None = None  # this process as a worker, once it runs
         self._workers_seen: tuple[float, builtins.list[WorkerRecord]] = (-WORKERS_CACHE_S, [])
+
+    @property
+    def _tools(self) -> tuple[str, ...]:
+        """What this worker can run: the registry's tools now (an upstream's come and go)."""
+        registry = self.executor.registry
+        version, names = self._tools_seen
+        if version != registry.version:
+            names = tuple(tool.wire_name for tool in registry)
+            self._tools_seen = (registry.version, names)
+        return names
 
     # -- the front doors' API ------------------------------------------------------------
 
@@ -695,7 +705,8 @@ class JobEngine:
             await anyio.sleep(self.config.lease_ms / 3000)
             if self._record is not None:
                 try:
-                    await self.store.record_worker(replace(self._record, seen_at=now_ms()))
+                    self._record = replace(self._record, seen_at=now_ms(), tools=self._tools)
+                    await self.store.record_worker(self._record)
                 except Exception:
                     logger.warning(
                         "worker heartbeat failed", exc_info=True, extra={"action": "worker.seen_failed"}

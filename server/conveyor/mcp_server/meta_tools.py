@@ -10,9 +10,9 @@ import mcp_types as types
 from pydantic import BaseModel, ValidationError
 
 from conveyor import strict_json
+from conveyor.arguments import invalid_arguments
 from conveyor.auth import Principal
 from conveyor.errors import InvalidArguments
-from conveyor.executor import invalid_arguments
 from conveyor.job_requests import cancel_job, job_status, submit_job
 from conveyor.jobs.models import Job
 from conveyor.mcp_server.results import describe_job, structured_result

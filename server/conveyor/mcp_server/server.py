@@ -11,6 +11,8 @@ from typing import Any
 import mcp_types as types
 from mcp.server import Server
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import ValidationError
@@ -19,12 +21,15 @@ import conveyor
 from conveyor.auth import LOCAL_USER, Principal
 from conveyor.errors import ConveyorError, InternalError, ToolNotFound
 from conveyor.jobs.models import Job
+from conveyor.mcp_server.eras import era_of
 from conveyor.mcp_server.meta_tools import META_TOOLS
 from conveyor.mcp_server.resources import JobResources
 from conveyor.mcp_server.results import error_result, outcome_result
 from conveyor.mcp_server.task_notifier import TaskNotifier
 from conveyor.mcp_server.tasks import Tasks
+from conveyor.mcp_server.tool_list import ToolList
 from conveyor.progress import Progress
+from conveyor.registry import Registry
 from conveyor.runtime import Runtime
 from conveyor.schemas import ToolView
 from conveyor.toolkit import Tool
@@ -47,16 +52,37 @@ logger = logging.getLogger("conveyor.mcp")
 PrincipalResolver = Callable[[ServerRequestContext[Any, Any]], Principal]
 
 
+class ConveyorServer(Server[Any]):
+    """The SDK's low-level server, saying (in the 2025-11-25 handshake) that its tool list can change."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+def define_tools(registry: Registry) -> list[types.Tool]:
+    return [mcp_tool(tool) for tool in registry] + [meta.as_mcp_tool() for meta in META_TOOLS.values()]
+
+
 def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = None) -> Server[Any]:
     resolve = principal_of or (lambda _ctx: LOCAL_USER)
-    tools = [mcp_tool(tool) for tool in runtime.registry] + [
-        meta.as_mcp_tool() for meta in META_TOOLS.values()
-    ]
+    resources = JobResources(runtime, resolve)
+    tool_list = ToolList(runtime.registry, define_tools, resources.bus)
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=tools)
+        if era_of(ctx) == "2025":
+            tool_list.listed_by(ctx.session)
+        return types.ListToolsResult(tools=tool_list.tools())
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -80,15 +106,14 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
     async def load_job(job_id: str) -> Job:
         return await runtime.engine.get(job_id, owner=None)
 
-    resources = JobResources(runtime, resolve)
     notifier = TaskNotifier(runtime.events, load_job, poll_interval_ms=runtime.settings.task_poll_interval_ms)
-    server: Server[Any] = Server(
+    server: Server[Any] = ConveyorServer(
         "conveyor",
         version=conveyor.__version__,
         title="Conveyor",
         description="Run tools now or as durable background jobs.",
         instructions=INSTRUCTIONS,
-        lifespan=lambda _server: _background(notifier, resources),
+        lifespan=lambda _server: _background(notifier, resources, tool_list),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
@@ -99,9 +124,12 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
 
 
 @asynccontextmanager
-async def _background(notifier: TaskNotifier, resources: JobResources) -> AsyncIterator[None]:
-    """The server's lifespan owns what outlives a request: task notifications and resource watches."""
-    async with notifier.running(), resources.running():
+async def _background(
+    notifier: TaskNotifier, resources: JobResources, tool_list: ToolList
+) -> AsyncIterator[None]:
+    """The server's lifespan owns what outlives a request: task notifications, resource watches,
+    and telling clients that the tools changed."""
+    async with notifier.running(), resources.running(), tool_list.announcing():
         yield
 
 
@@ -113,7 +141,7 @@ async def _run_direct(
 
     tool = runtime.registry.get(params.name)
     outcome = await runtime.executor.run(tool.wire_name, params.arguments, progress=send_progress)
-    return outcome_result(outcome, structured=tool.output_model is not None)
+    return outcome_result(outcome, structured=tool.structured)
 
 
 async def _coded_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

@@ -145,7 +145,7 @@ class Tasks:
             job = await self._within_threshold(ctx, job)
             if job.status.terminal:
                 return {
-                    **call_result(job, structured=tool.output_model is not None),
+                    **call_result(job, structured=tool.structured),
                     "resultType": "complete",
                 }
         view = task_2026(job, poll_interval_ms=self.poll_interval_ms, structured=False, detailed=False)
@@ -270,7 +270,7 @@ class Tasks:
 
     def _structured(self, job: Job) -> bool:
         tool = self._tool(job.tool)
-        return tool is not None and tool.output_model is not None
+        return tool is not None and tool.structured
 
 
 def _only_2025(ctx: ServerRequestContext[Any, Any], method: str) -> None:

@@ -103,9 +103,10 @@ ON CONFLICT (name) DO NOTHING;
 SELECT value FROM server_secrets WHERE name = :name;
 
 -- name: upsert_worker
+-- A heartbeat renews the row, and its tools: an upstream's may have come or gone.
 INSERT INTO workers (worker_id, pid, host, queues, tools, started_at, seen_at)
 VALUES (:worker_id, :pid, :host, :queues, :tools, :started_at, :now)
-ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at;
+ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at, tools = excluded.tools;
 
 -- name: delete_worker
 DELETE FROM workers WHERE worker_id = :worker_id;
