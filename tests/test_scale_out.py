@@ -26,6 +26,7 @@ JOBS = 2000
 SUBMITTERS = 16  # concurrent clients per server
 STREAMED = 40  # jobs followed over SSE through the server that did not take their submit
 WORKERS = 3
+LONG = range(0, JOBS, 50)  # runs of the non-idempotent tool long enough to be caught mid-run by a kill
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def test_two_servers_and_three_workers_lose_no_job_and_run_none_twice_when
         if n % 2
         else {
             "tool": "testkit_record_run_in_table",
-            "arguments": {"db": postgres, "key": f"k{n}", "seconds": 0.02},
+            "arguments": {"db": postgres, "key": f"k{n}", "seconds": 2 if n in LONG else 0.02},
         }
         for n in range(JOBS)
     ]
@@ -105,8 +106,8 @@ async def test_two_servers_and_three_workers_lose_no_job_and_run_none_twice_when
                 for n in range(2 * SUBMITTERS):
                     first, other = (to_a, to_b) if n % 2 else (to_b, to_a)
                     tg.start_soon(submit_all, first, other, list(range(n, JOBS, 2 * SUBMITTERS)))
-                # Killed once it runs a job of the non-idempotent tool: that job must not run again.
-                killed_ids = await kill_when_running(postgres, doomed, "testkit_record_run_in_table")
+                # Killed in the middle of a long run of the non-idempotent tool: it must not run again.
+                killed_ids = await kill_mid_run(postgres, doomed, [f"k{n}" for n in LONG])
             finished: dict[int, dict[str, Any]] = {}
 
             async def finish(numbers: list[int], http: httpx2.AsyncClient) -> None:
@@ -132,8 +133,11 @@ async def test_two_servers_and_three_workers_lose_no_job_and_run_none_twice_when
     recorded = {n: finished[n] for n in range(0, JOBS, 2)}
     assert max(runs.values()) == 1  # no run of the non-idempotent tool ever twice
     lost = {job["job_id"] for job in recorded.values() if job["status"] != "completed"}
-    assert lost  # the kill caught at least one of them mid-run
-    assert lost <= killed_ids
+    assert lost  # the long run the kill caught
+    owners = (
+        "SELECT j.job_id, j.lease_owner, w.pid FROM jobs j LEFT JOIN workers w ON j.lease_owner = w.worker_id"
+    )
+    assert lost <= killed_ids, [row for row in await databases.execute(postgres, owners) if row[0] in lost]
     for n, job in recorded.items():
         if job["job_id"] in lost:
             assert (job["status"], job["error"]["code"]) == ("failed", "WORKER_LOST")
@@ -143,19 +147,28 @@ async def test_two_servers_and_three_workers_lose_no_job_and_run_none_twice_when
     assert streamed == {acknowledged[n]: finished[n]["status"] for n in range(STREAMED)}
 
 
-async def kill_when_running(db: str, worker: Served, tool: str) -> set[str]:
-    """SIGKILL the worker once it runs a job of ``tool``; the ids of the jobs it held then."""
+async def kill_mid_run(db: str, worker: Served, keys: list[str]) -> set[str]:
+    """SIGKILL the worker once a run it started has recorded one of ``keys``; the ids of the
+    jobs it held then."""
     assert worker.process is not None
-    held = """
-        SELECT j.job_id, j.tool FROM jobs j JOIN workers w ON j.lease_owner = w.worker_id
-        WHERE w.pid = :pid AND j.status = 'running'
-    """
+    pid = {"pid": worker.process.pid}
+    recorded = "SELECT COUNT(*) FROM runs WHERE pid = :pid AND key = ANY(:keys)"
     # Another process's state, bounded by the caller's fail_after: nothing to wait on but the database.
-    while not any(row[1] == tool for row in await databases.execute(db, held, {"pid": worker.process.pid})):  # noqa: ASYNC110
+    while not (await databases.execute(db, recorded, {**pid, "keys": keys}))[0][0]:  # noqa: ASYNC110
         await anyio.sleep(0.01)
     worker.process.kill()
     await worker.process.wait()
-    return {row[0] for row in await databases.execute(db, held, {"pid": worker.process.pid})}
+    # A claim the worker sent just before it died still commits: read what it held only once
+    # the database has ended the dead process's sessions.
+    sessions = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = :name"
+    name = {"name": f"conveyor {worker.process.pid}"}
+    while (await databases.execute(db, sessions, name))[0][0]:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+    held = """
+        SELECT j.job_id FROM jobs j JOIN workers w ON j.lease_owner = w.worker_id
+        WHERE w.pid = :pid AND j.status = 'running'
+    """
+    return {row[0] for row in await databases.execute(db, held, pid)}
 
 
 async def test_a_free_key_gets_exactly_its_10_executions_a_minute_across_two_servers(

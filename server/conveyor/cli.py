@@ -19,15 +19,15 @@ from conveyor import strict_json
 from conveyor.auth import LOCAL_USER, PLANS, ROLES, PlanName
 from conveyor.cli_text import Text, job_table
 from conveyor.errors import ConfigError, ConveyorError
-from conveyor.executor import Executor
+from conveyor.executor import Executor, Outcome
 from conveyor.jobs.models import JobStatus
 from conveyor.local_worker import INHERITED_SETTINGS_ENV
 from conveyor.logs import configure_logging
 from conveyor.progress import Progress
 from conveyor.registry import Registry
-from conveyor.runtime import Runtime, open_runtime
+from conveyor.runtime import Runtime, open_runtime, open_tools
 from conveyor.schemas import JobView
-from conveyor.settings import Settings, default_db_path, is_postgres_url, load_settings
+from conveyor.settings import Settings, UpstreamConfig, default_db_path, is_postgres_url, load_settings
 
 EXIT_JOIN_S = 2.0  # how long idle worker threads get to end before the process exits regardless
 
@@ -118,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="toolkits",
         metavar="DOTTED",
         help="load a toolkit by dotted path (package.module:attribute); repeatable",
+    )
+    common.add_argument(
+        "--upstream",
+        action="append",
+        dest="upstreams",
+        metavar="NAME=COMMAND|URL",
+        help="serve the tools of an MCP server as NAME_<tool>: a command to run (stdio) or a URL "
+        "(streamable HTTP); repeatable, in place of the settings file's [[upstreams]]",
     )
     common.add_argument(
         "--log-level",
@@ -239,7 +247,15 @@ def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPa
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("db", "toolkits", "log_level", "concurrency", "host", "port", "worker", "queues")
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if getattr(args, "upstreams", None):
+        try:
+            values["upstreams"] = tuple(UpstreamConfig.from_flag(flag) for flag in args.upstreams)
+        except ValueError as exc:
+            raise ConfigError(
+                str(exc).splitlines()[-1] if "validation error" in str(exc) else str(exc)
+            ) from None
+    return values
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -352,7 +368,11 @@ def _webhooks_secret(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _tools(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    async def listed() -> Registry:
+        async with open_tools(settings) as registry:  # with the upstream servers' tools
+            return registry
+
+    registry = anyio.run(listed)
     if args.json:
         from conveyor.mcp_server.server import mcp_tool
 
@@ -367,16 +387,19 @@ def _tools(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _call(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
-    properties = registry.get(args.tool).input_schema.get("properties", {}) if args.tool in registry else {}
-    arguments = dict(_parse_pair(pair, properties) for pair in args.arguments)
-    executor = Executor(registry, settings.execution_limits())
-
     async def show_progress(progress: Progress) -> None:
         print(f"progress: {json.dumps(progress.to_dict())}", file=sys.stderr)
 
+    async def call() -> Outcome:
+        async with open_tools(settings) as registry:  # an upstream server's tool is called through it
+            tool = registry.get(args.tool) if args.tool in registry else None
+            properties = tool.input_schema.get("properties", {}) if tool is not None else {}
+            arguments = dict(_parse_pair(pair, properties) for pair in args.arguments)
+            executor = Executor(registry, settings.execution_limits())
+            return await executor.run(args.tool, arguments, progress=show_progress)
+
     try:
-        outcome = anyio.run(lambda: executor.run(args.tool, arguments, progress=show_progress))
+        outcome = anyio.run(call)
     except ConveyorError as exc:
         print(json.dumps({"error": exc.to_payload()}, indent=2))
         return 1

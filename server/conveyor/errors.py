@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     INTERRUPTED = "INTERRUPTED"
     CANCELED = "CANCELED"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
     WEBHOOK_NOT_FOUND = "WEBHOOK_NOT_FOUND"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
@@ -190,6 +191,15 @@ class StoreUnavailable(ConveyorError):
     http_status = 503
     retryable = True
     suggested_fix = "Retry after the Retry-After delay; the request was not carried out."
+
+
+class UpstreamUnavailable(ConveyorError):
+    """The upstream MCP server of this tool cannot be reached; Conveyor keeps reconnecting."""
+
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
+    http_status = 503
+    retryable = True
+    suggested_fix = "Try again shortly: Conveyor reconnects to the upstream server by itself."
 
 
 class WebhookNotFound(ConveyorError):

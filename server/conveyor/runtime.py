@@ -20,6 +20,7 @@ from conveyor.jobs.sqlite_store import SQLiteJobStore
 from conveyor.limits import OpenStreams, RateLimiter
 from conveyor.registry import Registry
 from conveyor.settings import Settings, is_postgres_url
+from conveyor.upstreams import Upstreams
 from conveyor.webhooks import Webhooks
 
 logger = logging.getLogger("conveyor.runtime")
@@ -50,6 +51,27 @@ class Shutdown:
         if self.requested.is_set():
             self.hurry.set()
         self.requested.set()
+
+
+@asynccontextmanager
+async def open_tools(settings: Settings, registry: Registry | None = None) -> AsyncIterator[Registry]:
+    """The loaded toolkits, with each upstream server's tools listed (those that answered within
+    the connect timeout) and kept up to date for as long as this is open."""
+    registry = registry or Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    upstreams = Upstreams(
+        settings.upstreams, registry, connect_timeout_s=settings.upstream_connect_timeout_seconds
+    )
+    failed: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        await tg.start(upstreams.run)
+        try:
+            yield registry
+        except Exception as exc:  # the caller's own error: raised as it is, not in a task group's group
+            failed = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
 
 
 def open_store(settings: Settings) -> SQLJobStore:
@@ -88,13 +110,14 @@ async def open_runtime(
     it is a worker too: it claims and runs jobs and delivers webhooks, and on exit it drains
     (running jobs get ``shutdown_grace_seconds`` to finish, less if ``shutdown`` hurries).
     """
-    registry = registry or Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
-    executor = Executor(registry, settings.execution_limits())
     events = JobEvents()
     store = open_store(settings)
     async with AsyncExitStack() as stack:
         await store.open()
         stack.push_async_callback(store.close)
+        # Upstream connections close after the engine's drain: the runs it lets finish need them.
+        registry = await stack.enter_async_context(open_tools(settings, registry))
+        executor = Executor(registry, settings.execution_limits())
         for toolkit in registry.toolkits.values():
             if toolkit.lifespan is not None:
                 executor.bind_toolkit_state(

@@ -5,12 +5,21 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from conveyor.auth import PlanName
 from conveyor.errors import ConfigError
@@ -34,6 +43,40 @@ def is_postgres_url(db: str) -> bool:
 def default_db_path() -> str:
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(data_home) / "conveyor" / "conveyor.db")
+
+
+class UpstreamConfig(BaseModel):
+    """An MCP server Conveyor stands in front of: its tools are served as ``<name>_<tool>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9-]{1,32}$", description="the toolkit name its tools get")
+    command: tuple[str, ...] | None = Field(default=None, min_length=1, description="run it, speaking stdio")
+    url: str | None = Field(
+        default=None, pattern=r"^https?://", description="or reach it over streamable HTTP"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="stdio: variables added to its environment")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP: headers sent with every request")
+    cwd: str | None = Field(default=None, description="stdio: the directory it runs in")
+    protocol: Literal["auto", "legacy"] = Field(
+        default="auto", description="auto: whatever it speaks; legacy: the 2025-11-25 handshake only"
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> UpstreamConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"upstream {self.name!r} needs either command or url")
+        return self
+
+    @classmethod
+    def from_flag(cls, value: str) -> UpstreamConfig:
+        """``NAME=COMMAND ARGS…`` (stdio) or ``NAME=URL`` (streamable HTTP), as ``--upstream`` takes it."""
+        name, _, target = value.partition("=")
+        if not target.strip():
+            raise ValueError(f"--upstream {value!r}: write NAME=COMMAND or NAME=URL")
+        if target.startswith(("http://", "https://")):
+            return cls(name=name, url=target)
+        return cls(name=name, command=tuple(shlex.split(target)))
 
 
 class Settings(BaseModel):
@@ -106,6 +149,26 @@ class Settings(BaseModel):
     webhook_retry_max_seconds: float = Field(3600.0, gt=0)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
     webhook_concurrency: int = Field(8, ge=1, le=1000)
+    upstreams: tuple[UpstreamConfig, ...] = Field(
+        (), description="MCP servers whose tools Conveyor serves (TOML [[upstreams]] tables)"
+    )
+    upstream_connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long a start, or a call, waits for an upstream server to connect"
+    )
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _upstreams_as_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value  # CONVEYOR_UPSTREAMS
+
+    @model_validator(mode="after")
+    def _upstream_names_unique(self) -> Settings:
+        names = [upstream.name for upstream in self.upstreams]
+        if len(names) != len(set(names)):
+            raise ValueError(
+                f"two upstreams have one name: {sorted(n for n in names if names.count(n) > 1)[0]}"
+            )
+        return self
 
     @field_validator("toolkits", "queues", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod

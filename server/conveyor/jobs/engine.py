@@ -58,7 +58,9 @@ WRITE_RETRY_MAX_S = 1.0  # the longest pause between attempts at a run's write t
 WORKERS_CACHE_S = 1.0  # how long this process trusts its last look at the live workers
 FORGET_WORKERS_AFTER_LEASES = 10  # a worker row unrenewed this many leases is a dead process's
 # A timeout is not retried: the caller chose the limit, and another attempt would only hit it again.
-RETRYABLE_CODES = frozenset({ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST})
+RETRYABLE_CODES = frozenset(
+    {ErrorCode.EXECUTION_ERROR, ErrorCode.WORKER_LOST, ErrorCode.UPSTREAM_UNAVAILABLE}
+)
 LOST_JOB_RETRY = RetryPolicy()  # for idempotent tools without a retry policy whose worker vanished
 
 

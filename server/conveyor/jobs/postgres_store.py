@@ -94,6 +94,7 @@ class PostgresJobStore(SQLJobStore):
             self.applied_migrations = await migrate(self.url)
             self._pool = await asyncpg.create_pool(
                 self.url,
+                server_settings=_named(self.url),
                 min_size=1,
                 max_size=self.pool_size,
                 command_timeout=self.write_timeout_s * 6,
@@ -198,7 +199,9 @@ class PostgresJobStore(SQLJobStore):
         """Call ``on_change`` with the jobs other processes changed, until cancelled: LISTEN for
         the trigger's announcements, and poll only while the listening connection is down."""
         listener = ChangeListener(
-            connect=lambda: asyncpg.connect(self.url, timeout=LISTEN_CONNECT_TIMEOUT_S),
+            connect=lambda: asyncpg.connect(
+                self.url, timeout=LISTEN_CONNECT_TIMEOUT_S, server_settings=_named(self.url)
+            ),
             channel=f"conveyor.{self._schema}",
             origin=self.origin,
             read_jobs=self._read_jobs,
@@ -218,10 +221,16 @@ class PostgresJobStore(SQLJobStore):
         return await self._all("jobs_changed_since", params, write=False)
 
 
+def _named(url: str) -> dict[str, str]:
+    """Name our connections after this process in ``pg_stat_activity`` (``conveyor <pid>``),
+    unless the URL names them itself."""
+    return {} if "application_name=" in url else {"application_name": f"conveyor {os.getpid()}"}
+
+
 async def migrate(url: str) -> builtins.list[int]:
     """Apply the migrations the database has not had, each in a transaction of its own; the
     versions applied. An advisory lock makes processes that start together apply each once."""
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, server_settings=_named(url))
     try:
         schema = await conn.fetchval("SELECT current_schema()")
         missing = schema is None  # the search_path names a schema that does not exist yet: make it

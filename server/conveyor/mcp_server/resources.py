@@ -28,6 +28,7 @@ from conveyor.auth import Principal
 from conveyor.errors import JobNotFound, RateLimitExceeded
 from conveyor.events import Subscription
 from conveyor.jobs.models import Job
+from conveyor.mcp_server.connections import connection_of
 from conveyor.mcp_server.eras import era_of
 from conveyor.runtime import Runtime
 from conveyor.schemas import JobView
@@ -203,5 +204,4 @@ def _job_id(uri: str) -> str | None:
 
 
 def _connection_id(session: ServerSession) -> int:
-    # A session object is made per request; the connection behind it is what subscribed.
-    return id(session._connection)
+    return id(connection_of(session))

@@ -11,16 +11,20 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import mcp_types as types
+from mcp.server.connection import Connection
+from mcp.server.session import ServerSession
 from mcp.server.subscriptions import SubscriptionBus, ToolsListChanged
 
 from conveyor.events import Wakeup
+from conveyor.mcp_server.connections import connection_of
 from conveyor.registry import Registry
 
 logger = logging.getLogger("conveyor.mcp")
+
+LIST_CHANGED = types.ToolListChangedNotification().method
 
 
 class ToolList:
@@ -31,7 +35,7 @@ class ToolList:
         self._define = define
         self._bus = bus
         self._listed: tuple[int, list[types.Tool]] = (-1, [])
-        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()  # 2025 sessions that listed tools
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()  # 2025 clients that listed
         self._changed = Wakeup()
 
     def tools(self) -> list[types.Tool]:
@@ -41,9 +45,10 @@ class ToolList:
             self._listed = (self.registry.version, tools)
         return tools
 
-    def listed_by(self, session: Any) -> None:
-        """A 2025-11-25 session listed the tools: it is told when they change."""
-        self._sessions.add(session)
+    def listed_by(self, session: ServerSession) -> None:
+        """A 2025-11-25 client listed the tools: it is told when they change, for as long as
+        its connection lasts."""
+        self._connections.add(connection_of(session))
 
     @asynccontextmanager
     async def announcing(self) -> AsyncIterator[None]:
@@ -62,11 +67,11 @@ class ToolList:
             await self._changed.wait()
             self._changed.clear()
             await self._bus.publish(ToolsListChanged())
-            for session in list(self._sessions):
+            for connection in list(self._connections):
                 try:
-                    await session.send_tool_list_changed()
+                    await connection.outbound.notify(LIST_CHANGED, None)
                 except Exception:  # a client that went away
                     logger.debug(
                         "tool list change not sent", exc_info=True, extra={"action": "mcp.list_changed_lost"}
                     )
-                    self._sessions.discard(session)
+                    self._connections.discard(connection)
