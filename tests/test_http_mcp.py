@@ -25,7 +25,7 @@ from tests.mcp_calls import call, call_error
 
 pytestmark = pytest.mark.anyio
 
-META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list"}
+META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list", "tools_search"}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INITIALIZE = {
     "jsonrpc": "2.0",

@@ -448,19 +448,20 @@ async def test_tools_lists_every_tool_with_its_schemas(server: LiveServer) -> No
     assert tools["testkit_hold_uncancellable"]["cancellable"] is False
 
 
-async def test_tools_with_q_lists_only_the_tools_matching_every_word(server: LiveServer) -> None:
+async def test_tools_with_q_ranks_the_tools_matching_its_words_best_first(server: LiveServer) -> None:
     key = await server.new_key()
     async with server.client(key) as http:
         sleep = ok(await http.get("/tools", params={"q": "SLEEP progress"}))
         hold = ok(await http.get("/tools", params={"q": "hold"}))
         none = ok(await http.get("/tools", params={"q": "no-such-words-anywhere"}))
-    assert [tool["name"] for tool in sleep["tools"]] == ["demo_sleep"]
-    assert {tool["name"] for tool in hold["tools"]} == {
+    assert sleep["tools"][0]["name"] == "demo_sleep"
+    assert {tool["name"] for tool in hold["tools"][:4]} == {
         "testkit_hold",
         "testkit_hold_uncancellable",
         "testkit_hold_observed",
         "testkit_hold_big",
     }
+    assert all(tool["score"] > 0 for tool in sleep["tools"] + hold["tools"])
     assert none["tools"] == []
 
 

@@ -28,7 +28,7 @@ from tests.mcp_calls import call, call_error
 pytestmark = pytest.mark.anyio
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
-META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list"}
+META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list", "tools_search"}
 TERMINAL = {"completed", "failed", "canceled", "timeout"}
 UNKNOWN_JOB = "job_" + "0" * 32
 
@@ -146,6 +146,8 @@ async def test_every_registry_tool_can_be_called_directly(
         ),
         "testkit_unruly": ({"kind": "nan"}, None, "EXECUTION_ERROR"),
         "testkit_hold_big": ({"size": 2}, "xx", None),
+        # No credentials given: the tool sees none.
+        "testkit_credential_digest": ({"name": "api"}, '{"digest": null, "names": ""}', None),
     }
     task_only = {"testkit_long"}  # a direct call of a task-required tool is a protocol error
     listed = {tool.name for tool in (await client.list_tools()).tools} - META_TOOLS
@@ -189,6 +191,7 @@ async def test_every_registry_tool_runs_as_a_job(client: Client, runtime: Runtim
         "testkit_record_run_in_table": {"db": "postgresql://nobody@127.0.0.1:9/none", "key": "k"},
         "testkit_unruly": {"kind": "progress"},
         "testkit_hold_big": {"size": 2},
+        "testkit_credential_digest": {"name": "api"},
     }
     samples.update({tool.wire_name: {} for tool in runtime.registry if tool.wire_name not in samples})
     for name, arguments in samples.items():

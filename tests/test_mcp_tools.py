@@ -8,7 +8,7 @@ from tests import toolkits
 
 pytestmark = pytest.mark.anyio
 
-META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list"}
+META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list", "tools_search"}
 
 
 async def test_list_tools_shows_every_registry_tool_and_the_meta_tools(client: Client) -> None:

@@ -109,6 +109,9 @@ async def test_a_job_of_a_stdio_server_started_per_call_completes_after_that_ser
             submitted = await call(
                 first_call, "jobs_submit", {"tool": "demo_sleep", "arguments": {"seconds": 10, "steps": 5}}
             )
+            status_of = {"job_id": submitted["job_id"], "wait_seconds": 0.5}
+            while (await call(first_call, "jobs_status", status_of))["status"] == "queued":
+                pass  # until the local worker has it: the server then exits in the middle of its run
         second_started = time.time()
         async with Client(server) as second_call:
             done = await until_finished(second_call, submitted["job_id"])

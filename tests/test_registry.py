@@ -374,12 +374,13 @@ def registry() -> Registry:
     return Registry.load(["conveyor_toolkits.demo:toolkit"], entry_points_enabled=False)
 
 
-def test_search_matches_every_word_in_name_title_or_description(registry: Registry) -> None:
-    assert [tool.wire_name for tool in registry.search("add numbers")] == ["demo_add"]
-    assert [tool.wire_name for tool in registry.search("PROGRESS")] == ["demo_sleep"]
-    assert [tool.wire_name for tool in registry.search("demo_echo")] == ["demo_echo"]
+def test_search_ranks_by_name_title_or_description_words(registry: Registry) -> None:
+    assert registry.search("add numbers", 10)[0][0].wire_name == "demo_add"
+    assert "demo_sleep" in [tool.wire_name for tool, _ in registry.search("PROGRESS", 10)]
+    assert registry.search("demo_echo", 10)[0][0].wire_name == "demo_echo"
 
 
-def test_search_with_no_words_finds_everything_and_nonsense_finds_nothing(registry: Registry) -> None:
-    assert len(registry.search("")) == len(registry)
-    assert registry.search("add quantum") == []
+def test_search_with_no_words_or_nonsense_finds_nothing(registry: Registry) -> None:
+    assert registry.search("", 10) == []
+    assert registry.search("the of and", 10) == []  # stop words only
+    assert registry.search("quantum", 10) == []

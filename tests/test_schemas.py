@@ -182,6 +182,7 @@ async def test_a_client_in_strict_mode_submits_a_job_with_arguments_through_argu
             "timeout_ms": None,
             "webhook_url": None,
             "wait_seconds": 5,
+            "credentials": None,
         }
         jsonschema.validate(sent, strict)
         job = await call(client, "jobs_submit", sent)

@@ -3,6 +3,8 @@ stdio and over streamable HTTP: its tools served as ``up_<tool>``, called direct
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import UpstreamConfig
 from conveyor.upstreams.tools import tool_name
 from tests.conftest import ERAS, make_settings
-from tests.serve_process import REPO
+from tests.serve_process import REPO, conveyor_worker, env_with_testkit
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +304,35 @@ def test_served_names_keep_to_the_wire_alphabet_and_64_characters() -> None:
     assert len(f"up_{shortened}") == 64
     assert shortened == tool_name("up", long)  # stable: the same upstream tool, the same name
     assert tool_name("up", "x" * 99 + "y") != shortened
+
+
+async def test_a_worker_process_runs_upstream_jobs_and_a_cancel_from_the_front_stops_them_upstream(
+    tmp_path: Path,
+) -> None:
+    marks_dir = tmp_path / "marks"
+    marks_dir.mkdir()
+    upstream = stdio_upstream(marks_dir)
+    env = env_with_testkit(upstreams=json.dumps([upstream.model_dump(mode="json")]))
+    settings = make_settings(tmp_path, upstreams=(upstream,), worker="off")
+    async with (
+        conveyor_worker(tmp_path, signal.SIGTERM, env=env, db=settings.db),
+        open_runtime(settings, run_workers=False) as front,
+    ):
+        added = await front.engine.submit("up_add", {"a": 20, "b": 22}, owner="alice")
+        slow = await front.engine.submit(
+            "up_slow", {"seconds": 60, "steps": 60, "key": "worker"}, owner="alice"
+        )
+        with anyio.fail_after(30):
+            done = await front.engine.wait(added.job_id, owner="alice", timeout_s=25)
+            with front.events.subscribe(slow.job_id) as updates:
+                job = await front.engine.get(slow.job_id, owner="alice")
+                while job.progress is None:  # running upstream, in the worker's process
+                    job = await updates.next()
+            canceled = await front.engine.cancel(slow.job_id, owner="alice")
+            ended = await front.engine.wait(slow.job_id, owner="alice", timeout_s=25)
+            while not (marks_dir / "cancelled-worker").exists():  # noqa: ASYNC110
+                await anyio.sleep(0.02)  # the upstream is a third process: its mark is what there is
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == {"total": 42}
+    assert canceled.status in (JobStatus.RUNNING, JobStatus.CANCELED)
+    assert ended.status is JobStatus.CANCELED

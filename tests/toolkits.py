@@ -215,3 +215,13 @@ async def hold_big(size: int) -> str:
     started.set()
     await release.wait()
     return "x" * size
+
+
+@toolkit.tool(read_only=True)
+def credential_digest(ctx: ToolContext, name: str) -> dict[str, str | None]:
+    """The SHA-256 of the run's credential ``name`` (never the credential), and which it got."""
+    import hashlib
+
+    value = ctx.credentials.get(name)
+    digest = hashlib.sha256(value.encode()).hexdigest() if value is not None else None
+    return {"digest": digest, "names": ",".join(sorted(ctx.credentials))}

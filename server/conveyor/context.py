@@ -1,9 +1,12 @@
-"""The ``ToolContext`` a tool receives: progress, steps, logging and cancellation."""
+"""The ``ToolContext`` a tool receives: progress, steps, logging, cancellation and the run's
+credentials."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -29,8 +32,12 @@ class ToolContext:
         job_id: str | None = None,
         trace_id: str | None = None,
         cancel: threading.Event | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.tool = tool
+        # The run's own secrets (``credentials`` on a submit or a call): for the tool to use,
+        # never to return or log.
+        self.credentials: Mapping[str, str] = MappingProxyType(dict(credentials or {}))
         self.job_id = job_id
         self.trace_id = trace_id
         self.step_results: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -100,6 +101,7 @@ class Executor:
         trace_id: str | None = None,
         cancel: threading.Event | None = None,
         shield_uncancellable: bool = True,
+        credentials: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Run a tool once; raises a ``ConveyorError`` for every way a run can fail.
 
@@ -114,7 +116,14 @@ class Executor:
         relay = (
             ProgressRelay(_safe(progress), progress_interval) if progress and tool.context_parameter else None
         )
-        ctx = ToolContext(tool=tool.wire_name, relay=relay, job_id=job_id, trace_id=trace_id, cancel=cancel)
+        ctx = ToolContext(
+            tool=tool.wire_name,
+            relay=relay,
+            job_id=job_id,
+            trace_id=trace_id,
+            cancel=cancel,
+            credentials=credentials,
+        )
         ctx.state = self._states.get(tool.toolkit)
         if tool.context_parameter:
             kwargs[tool.context_parameter] = ctx

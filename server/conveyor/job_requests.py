@@ -32,6 +32,7 @@ async def submit_job(
         webhook_url=request.webhook_url,
         max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
         dedupe=dedupe,
+        credentials=request.credentials,
     )
     if request.wait_seconds:
         waited = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)

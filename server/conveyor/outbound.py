@@ -1,10 +1,12 @@
-"""Outbound HTTP that stays off private networks (DESIGN §4): URL checks and address-pinned requests.
+"""Outbound HTTP that stays off private networks (DESIGN §4): URL checks and address-pinned requests
+(``post`` for webhooks; ``request`` for tools that call HTTP APIs, following redirects itself).
 
 A URL is checked twice. When it is given (a job's webhook_url, a webhook registration): its shape,
 and, unless private addresses are allowed, whether its host is a non-public IP literal. Right before
 each request: every address its host resolves to. The request then connects to an address that was
 checked, with the URL's Host header and TLS server name, so a DNS answer that changes between the
-check and the connection (DNS rebinding) cannot send it somewhere private.
+check and the connection (DNS rebinding) cannot send it somewhere private. A redirect is a new
+request, checked the same way; one to another origin leaves the first one's credentials behind.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import ipaddress
 import re
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import anyio
 import httpx2
 
-from conveyor.errors import AddressNotAllowed, InvalidArguments
+from conveyor.errors import AddressNotAllowed, ExecutionError, InvalidArguments, PayloadTooLarge
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_LENGTH = 2000
@@ -129,6 +132,61 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
     return addresses
 
 
+MAX_REDIRECTS = 5
+_REDIRECTS = {301, 302, 303, 307, 308}
+# Headers a redirect to another origin keeps: the rest (auth, cookies, API keys) were meant for the first.
+_CROSS_ORIGIN_SAFE = {"accept", "accept-encoding", "accept-language", "content-type", "user-agent"}
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A whole response read through ``request``: its status, headers, body (within the cap)
+    and the URL that answered (after redirects)."""
+
+    status: int
+    headers: httpx2.Headers
+    body: bytes
+    url: httpx2.URL
+
+
+async def request(
+    client: httpx2.AsyncClient,
+    method: str,
+    url: str | httpx2.URL,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+    allow_private: bool,
+    max_body_bytes: int,
+    max_redirects: int = MAX_REDIRECTS,
+) -> Response:
+    """Send a request through checked addresses, following up to ``max_redirects`` redirects
+    (each target resolved and checked again); the final response, its body read up to
+    ``max_body_bytes`` (more: ``PayloadTooLarge``). ``client`` must not follow redirects itself."""
+    target = httpx2.URL(url)
+    sent_headers = dict(headers or {})
+    for _ in range(max_redirects + 1):
+        response = await _send_pinned(
+            client, method, target, content=content, headers=sent_headers, allow_private=allow_private
+        )
+        try:
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECTS or location is None:
+                body = await _read_capped(response, max_body_bytes, host=_host_of(target))
+                return Response(response.status_code, response.headers, body, target)
+        finally:
+            await response.aclose()
+        next_target = _redirect_target(target, location)
+        if _origin(next_target) != _origin(target):
+            sent_headers = {k: v for k, v in sent_headers.items() if k.lower() in _CROSS_ORIGIN_SAFE}
+        if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+            method = "HEAD" if method == "HEAD" else "GET"  # as browsers do: the body is not sent again
+            content = None
+            sent_headers = {k: v for k, v in sent_headers.items() if k.lower() != "content-type"}
+        target = next_target
+    raise ExecutionError(f"{_host_of(target)} redirected more than {max_redirects} times")
+
+
 async def post(
     client: httpx2.AsyncClient,
     url: str,
@@ -137,27 +195,73 @@ async def post(
     headers: Mapping[str, str],
     allow_private: bool,
 ) -> int:
-    """POST to ``url`` through a checked address (the next one if a connection is refused); the
-    response's status. Its body is not read: a receiver's answer is not ours to buffer."""
-    target = httpx2.URL(url)
+    """POST to ``url`` through a checked address, not following redirects; the response's status.
+    Its body is not read: a receiver's answer is not ours to buffer."""
+    response = await _send_pinned(
+        client, "POST", httpx2.URL(url), content=content, headers=headers, allow_private=allow_private
+    )
+    await response.aclose()
+    return response.status_code
+
+
+async def _send_pinned(
+    client: httpx2.AsyncClient,
+    method: str,
+    target: httpx2.URL,
+    *,
+    content: bytes | None,
+    headers: Mapping[str, str],
+    allow_private: bool,
+) -> httpx2.Response:
+    """Send to a checked address of ``target``'s host (the next one if a connection is refused),
+    with its Host header and TLS server name; the response, streamed (the caller closes it)."""
     host = _host_of(target)
     port = target.port or (443 if target.scheme == "https" else 80)
     addresses = await resolve(host, port, allow_private=allow_private)
     pinned_headers = {**headers, "Host": target.netloc.decode("ascii")}
     for index, address in enumerate(addresses):
-        request = client.build_request(
-            "POST",
+        pinned = client.build_request(
+            method,
             target.copy_with(host=address),
             content=content,
             headers=pinned_headers,
             extensions={"sni_hostname": host},  # TLS checks the certificate against the name
         )
         try:
-            response = await client.send(request, stream=True)
+            return await client.send(pinned, stream=True)
         except httpx2.ConnectError:
             if index == len(addresses) - 1:
                 raise
-            continue
-        await response.aclose()
-        return response.status_code
     raise AssertionError("resolve() answers at least one address")
+
+
+def _redirect_target(current: httpx2.URL, location: str) -> httpx2.URL:
+    try:
+        target = current.join(location)
+    except (httpx2.InvalidURL, ValueError, TypeError):
+        raise ExecutionError(f"{_host_of(current)} redirected to a URL that does not parse") from None
+    if target.scheme not in ("http", "https") or not _host_of(target):
+        raise ExecutionError(f"{_host_of(current)} redirected to a URL that is not http(s)")
+    return target
+
+
+def _origin(target: httpx2.URL) -> tuple[str, str, int | None]:
+    return target.scheme, _host_of(target), target.port
+
+
+async def _read_capped(response: httpx2.Response, max_bytes: int, *, host: str) -> bytes:
+    def too_large() -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the response from {host} is larger than {max_bytes} bytes",
+            limit_bytes=max_bytes,
+        )
+
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large()
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise too_large()
+    return bytes(body)

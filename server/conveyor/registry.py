@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 
 from conveyor.errors import ConfigError, ToolNotFound
+from conveyor.tool_search import ToolIndex
 from conveyor.toolkit import Tool, Toolkit
 
 ENTRY_POINT_GROUP = "conveyor.toolkits"
@@ -63,6 +64,7 @@ class Registry:
         self._tools: dict[str, Tool] = {}
         self._origin: dict[str, str] = {}
         self._sorted: list[Tool] | None = None
+        self._index: tuple[int, ToolIndex] | None = None  # built for the version it holds
         self._listeners: dict[object, Callable[[], None]] = {}
         self.version = 0  # counts changes: what was worked out from the tools holds while it stays
         for origin, toolkit in toolkits:
@@ -153,11 +155,11 @@ class Registry:
     def __len__(self) -> int:
         return len(self._tools)
 
-    def search(self, query: str) -> list[Tool]:
-        """Tools whose name, title or description contains every word of the query."""
-        words = query.lower().split()
-        return [
-            tool
-            for tool in self
-            if all(w in f"{tool.wire_name} {tool.title} {tool.description}".lower() for w in words)
-        ]
+    def search(self, query: str, limit: int) -> list[tuple[Tool, float]]:
+        """The ``limit`` tools that fit the query best, with their scores, best first (equal scores
+        by name); tools no word of the query matches are left out. Ranked by BM25 over name, title,
+        description and argument names (``tool_search``); the index is built again, when next
+        searched, after the tools changed."""
+        if self._index is None or self._index[0] != self.version:
+            self._index = (self.version, ToolIndex(self))
+        return self._index[1].search(query, limit)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import anyio
 
 from conveyor.auth import ApiKeys
+from conveyor.credentials import CredentialVault
 from conveyor.errors import ConfigError
 from conveyor.events import JobEvents
 from conveyor.executor import Executor
@@ -18,6 +19,7 @@ from conveyor.jobs.engine import JobEngine
 from conveyor.jobs.sql_store import SQLJobStore
 from conveyor.jobs.sqlite_store import SQLiteJobStore
 from conveyor.limits import OpenStreams, RateLimiter
+from conveyor.openapi_toolkits import load_toolkit as load_openapi_toolkit
 from conveyor.registry import Registry
 from conveyor.settings import Settings, is_postgres_url
 from conveyor.upstreams import Upstreams
@@ -55,9 +57,13 @@ class Shutdown:
 
 @asynccontextmanager
 async def open_tools(settings: Settings, registry: Registry | None = None) -> AsyncIterator[Registry]:
-    """The loaded toolkits, with each upstream server's tools listed (those that answered within
-    the connect timeout) and kept up to date for as long as this is open."""
+    """The loaded toolkits, each OpenAPI document's operations (a document that cannot be used
+    fails the start), and each upstream server's tools listed (those that answered within the
+    connect timeout) and kept up to date for as long as this is open."""
     registry = registry or Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    for api in settings.openapi:
+        toolkit = await load_openapi_toolkit(api, max_result_bytes=settings.max_result_bytes)
+        registry.add(toolkit, origin=f"openapi {api.name}")
     upstreams = Upstreams(
         settings.upstreams, registry, connect_timeout_s=settings.upstream_connect_timeout_seconds
     )
@@ -131,6 +137,11 @@ async def open_runtime(
             settings.engine_config(),
             on_submitted=on_submitted,
             on_remote_end=store.webhooks.deliveries_added.set,
+            vault=CredentialVault.for_database(
+                settings.db,
+                settings.credentials_key.get_secret_value() if settings.credentials_key else None,
+                is_postgres=is_postgres_url(settings.db),
+            ),
         )
         async with anyio.create_task_group() as tg:
             await tg.start(engine.watch)

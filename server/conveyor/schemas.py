@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from conveyor import strict_json
@@ -42,6 +42,19 @@ class _Request(BaseModel):
 def _capped_wait(value: float | None) -> float | None:
     return None if value is None else min(MAX_WAIT_SECONDS, value)  # capped, not refused
 
+
+MAX_QUERY_CHARS = 200
+MAX_SEARCH_LIMIT = 50
+MAX_CREDENTIALS = 32
+Credentials = dict[
+    Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+    Annotated[str, StringConstraints(max_length=8192)],
+]
+CREDENTIALS_DESCRIPTION = (
+    "Secrets for this run alone, by name (API tokens, passwords), handed to the tool, which uses "
+    "them (e.g. as HTTP auth). Never shown back or logged; a job keeps them encrypted until it "
+    "ends, then erases them."
+)
 
 WAIT_DESCRIPTION = (
     "Seconds to wait for the job to finish before answering (at most 25). Leave it out unless "
@@ -79,6 +92,9 @@ class SubmitJobRequest(_Request):
         ge=0,
         description="Seconds to wait for the job to finish before answering (at most 25); by "
         "default the answer comes at once. Leave it out, then call jobs_status.",
+    )
+    credentials: Credentials | None = Field(
+        None, max_length=MAX_CREDENTIALS, description=CREDENTIALS_DESCRIPTION, repr=False
     )
 
     _cap = field_validator("wait_seconds", mode="after")(_capped_wait)
@@ -281,3 +297,12 @@ class ToolView(BaseModel):
 
 class ToolList(BaseModel):
     tools: list[ToolView]
+
+
+class SearchToolsRequest(_Request):
+    query: str = Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        description="What the tool should do, in a few words (e.g. 'weather forecast for a city').",
+    )
+    limit: int = Field(10, ge=1, le=MAX_SEARCH_LIMIT, description="How many tools to answer at most (1-50).")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -77,6 +78,26 @@ class UpstreamConfig(BaseModel):
         if target.startswith(("http://", "https://")):
             return cls(name=name, url=target)
         return cls(name=name, command=tuple(shlex.split(target)))
+
+
+class OpenAPIConfig(BaseModel):
+    """A REST API described by an OpenAPI 3.x document: each operation is served as
+    ``<name>_<operationId>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9-]{1,32}$", description="the toolkit name its tools get")
+    spec: str = Field(min_length=1, description="the document: a file path, or an http(s) URL")
+    base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="where to call it; unset: the document's first server",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="headers sent with every call (auth)")
+    allow_private_addresses: bool = Field(
+        default=False, description="let its calls reach loopback, private and link-local addresses"
+    )
+    timeout_seconds: float = Field(default=60.0, gt=0, description="each call's HTTP timeout")
 
 
 class Settings(BaseModel):
@@ -156,21 +177,50 @@ class Settings(BaseModel):
         10.0, gt=0, description="how long a start, or a call, waits for an upstream server to connect"
     )
 
-    @field_validator("upstreams", mode="before")
+    openapi: tuple[OpenAPIConfig, ...] = Field(
+        (), description="REST APIs whose operations Conveyor serves as tools (TOML [[openapi]] tables)"
+    )
+    tools_listed: tuple[str, ...] | None = Field(
+        None,
+        description="toolkits whose tools tools/list shows (the jobs_* and tools_search meta-tools always); "
+        "unset: all. The others stay callable, and findable with tools_search",
+    )
+    credentials_key: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="encrypts per-run credentials at rest (a Fernet key); unset on SQLite: made once and "
+        "kept beside the database file; PostgreSQL needs it set, the same on every server and worker",
+    )
+
+    @field_validator("credentials_key", mode="after")
     @classmethod
-    def _upstreams_as_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value  # CONVEYOR_UPSTREAMS
+    def _a_fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value().encode())
+            except ValueError:
+                raise ValueError(
+                    "must be a Fernet key: 32 random bytes, url-safe base64 (make one with "
+                    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+                ) from None
+        return value
+
+    @field_validator("upstreams", "openapi", mode="before")
+    @classmethod
+    def _tables_as_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value  # CONVEYOR_UPSTREAMS, CONVEYOR_OPENAPI
 
     @model_validator(mode="after")
-    def _upstream_names_unique(self) -> Settings:
-        names = [upstream.name for upstream in self.upstreams]
+    def _toolkit_names_unique(self) -> Settings:
+        names = [upstream.name for upstream in self.upstreams] + [api.name for api in self.openapi]
         if len(names) != len(set(names)):
             raise ValueError(
-                f"two upstreams have one name: {sorted(n for n in names if names.count(n) > 1)[0]}"
+                f"two upstreams or OpenAPI toolkits have one name: "
+                f"{sorted(n for n in names if names.count(n) > 1)[0]}"
             )
         return self
 
-    @field_validator("toolkits", "queues", "allowed_hosts", "allowed_origins", mode="before")
+    @field_validator("toolkits", "queues", "allowed_hosts", "allowed_origins", "tools_listed", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -181,8 +231,10 @@ class Settings(BaseModel):
         """These settings as JSON, secrets in clear: what a local worker started by this process
         inherits (through its environment, never a file), so that both run the same way."""
         values = self.model_dump(mode="python")
-        if self.webhook_secret is not None:
-            values["webhook_secret"] = self.webhook_secret.get_secret_value()
+        for name in ("webhook_secret", "credentials_key"):
+            secret = getattr(self, name)
+            if secret is not None:
+                values[name] = secret.get_secret_value()
         return json.dumps(values)
 
     def engine_config(self) -> EngineConfig:
@@ -264,10 +316,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    section = data.get("conveyor", data)  # a [conveyor] table, or the whole file
+    section = data.pop("conveyor", {})  # a [conveyor] table, and keys beside it ([[upstreams]], …)
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: 'conveyor' must be a table")
-    return {key.replace("-", "_"): value for key, value in section.items()}
+    both = sorted(set(section) & set(data))
+    if both:
+        raise ConfigError(f"config file {path}: {both[0]} is set both in [conveyor] and outside it")
+    return {key.replace("-", "_"): value for key, value in {**data, **section}.items()}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:

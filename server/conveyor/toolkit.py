@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from conveyor.arguments import Arguments, ModelArguments
+from conveyor.arguments import Arguments, ModelArguments, SchemaArguments
 from conveyor.context import ToolContext
 from conveyor.errors import ConfigError
 from conveyor.portable_schema import portable
@@ -91,6 +91,42 @@ class Tool:
     def structured(self) -> bool:
         """Its results are JSON objects of a declared schema (MCP ``structuredContent``)."""
         return self.output_model is not None or self.declared_output is not None
+
+    @classmethod
+    def forwarding(
+        cls,
+        toolkit: Toolkit,
+        name: str,
+        call: Callable[[dict[str, Any], ToolContext], Awaitable[Any]],
+        *,
+        title: str,
+        description: str,
+        input_schema: dict[str, Any],
+        annotations: ToolAnnotations,
+        output_schema: dict[str, Any] | None = None,
+    ) -> Tool:
+        """A tool defined elsewhere (an upstream MCP server's, an OpenAPI operation) whose run
+        forwards its arguments, checked against ``input_schema``: ``call(arguments, ctx)``."""
+        return cls(
+            toolkit=toolkit.name,
+            name=name,
+            func=call,
+            description=description,
+            arguments=SchemaArguments(input_schema),
+            output_model=None,
+            title=title,
+            annotations=annotations,
+            version=toolkit.version,
+            timeout_ms=None,
+            cancellable=True,
+            retry=None,
+            queue="default",
+            task_support="optional",
+            context_parameter="ctx",
+            is_async=True,
+            toolkit_ref=toolkit,
+            declared_output=output_schema,
+        )
 
 
 AsyncLifespan = Callable[["Toolkit"], AbstractAsyncContextManager[Any]]

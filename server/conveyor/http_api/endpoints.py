@@ -24,6 +24,7 @@ from conveyor.http_api.models import (
     ExecuteToolResponse,
     Health,
     JobAccepted,
+    RankedToolList,
     RegisterWebhookBody,
     ToolsQuery,
     WebhookCreated,
@@ -38,7 +39,6 @@ from conveyor.schemas import (
     JobView,
     ListJobsRequest,
     SubmitJobRequest,
-    ToolList,
     ToolView,
 )
 from conveyor.settings import Settings
@@ -113,12 +113,19 @@ async def execute_tool(request: Request, runtime: Runtime, principal: Principal 
     body = await read_body(request, ExecuteToolRequest, runtime.settings)
     if body.mode == "async":
         job = SubmitJobRequest.model_validate(
-            {"tool": body.tool, "arguments": body.arguments, "timeout_ms": body.timeout_ms}
+            {
+                "tool": body.tool,
+                "arguments": body.arguments,
+                "timeout_ms": body.timeout_ms,
+                "credentials": body.credentials,
+            }
         )
         return await _submit(runtime, _principal(principal), job)
     try:
         with runtime.limiter.direct_run(_principal(principal)):
-            outcome = await runtime.executor.run(body.tool, body.arguments, timeout_ms=body.timeout_ms)
+            outcome = await runtime.executor.run(
+                body.tool, body.arguments, timeout_ms=body.timeout_ms, credentials=body.credentials
+            )
     except ConveyorError as exc:
         status = "timeout" if exc.http_status == 504 else "error"
         return error_response(exc, request_id_of(request), tool=body.tool, status=status)
@@ -189,8 +196,10 @@ async def delete_webhook(request: Request, runtime: Runtime, principal: Principa
 
 async def list_tools(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
     query = read_query(request, ToolsQuery)
-    tools = runtime.registry.search(query.q) if query.q else list(runtime.registry)
-    return JSONResponse({"tools": [ToolView.of(tool) for tool in tools]})
+    if query.q is None:
+        return JSONResponse({"tools": [ToolView.of(tool) for tool in runtime.registry]})
+    found = runtime.registry.search(query.q, query.limit)
+    return JSONResponse({"tools": [{**ToolView.of(tool), "score": round(score, 4)} for tool, score in found]})
 
 
 async def health(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
@@ -288,9 +297,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/tools",
         list_tools,
-        "Discover tools: names, descriptions, schemas, versions",
+        "Discover tools: names, descriptions, schemas, versions; with q, search them",
         query=ToolsQuery,
-        responses={200: ToolList},
+        responses={200: RankedToolList},
         errors=(400, 401, 429),
     ),
     Endpoint(

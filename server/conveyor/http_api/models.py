@@ -9,7 +9,7 @@ from pydantic.config import JsonDict
 
 from conveyor.executor import MAX_TIMEOUT_MS
 from conveyor.jobs.models import WebhookEvent
-from conveyor.schemas import JobView
+from conveyor.schemas import CREDENTIALS_DESCRIPTION, MAX_CREDENTIALS, Credentials, JobView, ToolView
 
 ANY_JSON: JsonDict = {"type": ["object", "array", "string", "number", "boolean", "null"]}
 
@@ -27,6 +27,9 @@ class ExecuteToolRequest(BaseModel):
     )
     timeout_ms: int | None = Field(
         None, gt=0, le=MAX_TIMEOUT_MS, description="Stop the run after this many milliseconds."
+    )
+    credentials: Credentials | None = Field(
+        None, max_length=MAX_CREDENTIALS, description=CREDENTIALS_DESCRIPTION, repr=False
     )
 
 
@@ -63,7 +66,24 @@ class JobEvent(BaseModel):
 class ToolsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    q: str | None = Field(None, max_length=200, description="Words that every listed tool must contain.")
+    q: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Search: answer the tools that best fit these words (BM25 over name, title, "
+        "description and argument names), best first, each with its score. Left out: every tool.",
+    )
+    limit: int = Field(10, ge=1, le=50, description="With q: how many tools to answer at most.")
+
+
+class RankedTool(ToolView):
+    score: float | None = Field(
+        None, description="With q: how well the tool fits the query (BM25); higher is better."
+    )
+
+
+class RankedToolList(BaseModel):
+    tools: list[RankedTool]
 
 
 class Health(BaseModel):

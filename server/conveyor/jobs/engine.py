@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from conveyor.credentials import CredentialVault
 from conveyor.errors import (
     CannotCancelRunning,
     ConveyorError,
@@ -42,7 +43,7 @@ from conveyor.errors import (
 )
 from conveyor.events import JobEvents
 from conveyor.executor import Executor
-from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord, now_ms
+from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord, new_job_id, now_ms
 from conveyor.jobs.store import JobStore
 from conveyor.outbound import check_url
 from conveyor.progress import Progress
@@ -114,8 +115,10 @@ class JobEngine:
         *,
         on_submitted: Callable[[], None] | None = None,
         on_remote_end: Callable[[], None] | None = None,
+        vault: CredentialVault | None = None,
     ) -> None:
         self.store = store
+        self.vault = vault or CredentialVault()  # none given: a job cannot carry credentials
         self.executor = executor
         self.events = events
         self.config = config
@@ -163,20 +166,29 @@ class JobEngine:
         kind: JobKind = "job",
         ttl_ms: int | None = None,
         dedupe: bool = False,
+        credentials: Mapping[str, str] | None = None,
     ) -> Job:
         """Validate, commit, wake a worker; the job is durable once this returns.
 
         A submit that repeats an earlier one answers that job (``reused``): one with the same
         idempotency key, or, with ``dedupe`` and no key, an identical job of the owner that is
         still queued or running (a client that timed out and asked again starts nothing twice).
+        ``credentials`` are kept sealed until the job ends, for its run alone.
         """
         tool, _ = self.executor.validate(tool_name, arguments)
         timeout_ms = self.executor.timeout_ms_for(tool, timeout_ms)
         if webhook_url is not None:
             check_url(webhook_url, argument="webhook_url", allow_private=self.config.allow_private_urls)
         arguments = arguments or {}
-        dedupe_key = _dedupe_key(tool.wire_name, arguments) if dedupe and idempotency_key is None else None
+        # A repeat with other credentials may be meant to run with those: never answered by another.
+        dedupe_key = (
+            _dedupe_key(tool.wire_name, arguments)
+            if dedupe and idempotency_key is None and not credentials
+            else None
+        )
+        job_id = new_job_id()
         new_job = NewJob(
+            job_id=job_id,
             tool=tool.wire_name,
             arguments=arguments,
             owner=owner,
@@ -190,6 +202,7 @@ class JobEngine:
             kind=kind,
             ttl_ms=ttl_ms,
             dedupe_key=dedupe_key,
+            sealed_credentials=self.vault.seal(job_id, credentials) if credentials else None,
         )
         # Woken before the insert is queued, a worker's claim queues after it: with a store that
         # commits in order (SQLite's group commit) the claim rides in the same transaction.
@@ -576,6 +589,7 @@ class JobEngine:
                     cancel=running.cancel,
                     # The engine cancels a non-cancellable run only to stop the process.
                     shield_uncancellable=False,
+                    credentials=self._credentials_of(job),
                 )
         except ConveyorError as exc:
             if running.cancel_requested:  # the tool failed as the cancel landed: canceled it is
@@ -769,6 +783,11 @@ class JobEngine:
         await self._finish(job, None, JobStatus.FAILED, error=exc.to_payload())
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _credentials_of(self, job: Job) -> dict[str, str] | None:
+        if job.sealed_credentials is None:
+            return None
+        return self.vault.open(job.job_id, job.sealed_credentials)
 
     def _publish(self, job: Job) -> None:
         self.events.publish(job)

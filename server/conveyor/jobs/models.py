@@ -49,6 +49,7 @@ class NewJob:
     kind: JobKind = "job"
     ttl_ms: int | None = None  # tasks: how long the client asked for it to be kept
     dedupe_key: str | None = None  # set: an identical active job of the owner is answered instead
+    sealed_credentials: str | None = field(default=None, repr=False)  # see credentials.py
     job_id: str = field(default_factory=new_job_id)
     created_at: int = field(default_factory=now_ms)
 
@@ -84,6 +85,8 @@ class Job:
     version: int = 0  # the store's change counter when this row was last written
     lease_owner: str | None = None  # the worker running it
     lease_expires_at: int | None = None
+    # The run's credentials, sealed (credentials.py); erased when the job ends; in no view.
+    sealed_credentials: str | None = field(default=None, repr=False)
     # Not stored, and not part of a job's identity: how a door came to answer it.
     status_message: str | None = field(
         default=None, compare=False

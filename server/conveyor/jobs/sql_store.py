@@ -125,6 +125,7 @@ class SQLJobStore(ABC):
                 "kind": job.kind,
                 "ttl_ms": job.ttl_ms,
                 "dedupe_key": job.dedupe_key,
+                "sealed_credentials": job.sealed_credentials,
             }
         )
 

@@ -122,6 +122,8 @@ class SQLiteJobStore(SQLJobStore):
                 raise
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Erased credentials do not linger in the page they were cleared from (free: no extra I/O).
+        conn.execute("PRAGMA secure_delete = FAST")
         return conn
 
     async def close(self) -> None:

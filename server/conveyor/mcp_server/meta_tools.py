@@ -1,4 +1,5 @@
-"""The four jobs meta-tools: submit, status, cancel, list. Thin: the engine does the work."""
+"""The meta-tools: the four jobs ones (submit, status, cancel, list) and ``tools_search``. Thin: the
+engine and the registry do the work."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from conveyor import strict_json
 from conveyor.arguments import invalid_arguments
@@ -24,7 +25,13 @@ from conveyor.schemas import (
     JobStatusRequest,
     JobView,
     ListJobsRequest,
+    SearchToolsRequest,
     SubmitJobRequest,
+)
+from conveyor.toolkit import Tool
+
+DESCRIPTION_IN_TEXT = (
+    300  # characters of each description in the readable text; all of it is in the structure
 )
 
 Handler = Callable[[Runtime, Principal, Any], Awaitable[types.CallToolResult]]
@@ -110,6 +117,54 @@ async def list_jobs(runtime: Runtime, principal: Principal, request: ListJobsReq
     return structured_result(data, "\n".join(lines))
 
 
+class FoundTool(BaseModel):
+    name: str = Field(description="The tool's name: call it directly, or run it with jobs_submit.")
+    title: str
+    description: str
+    score: float = Field(description="How well the tool fits the query (BM25); higher is better.")
+    input_schema: dict[str, Any] = Field(description="The JSON Schema of the tool's arguments.")
+
+
+class FoundTools(BaseModel):
+    tools: list[FoundTool] = Field(
+        description="Best first; tools that match no word of the query are left out."
+    )
+
+
+def found_tool(tool: Tool, score: float) -> dict[str, Any]:
+    return {
+        "name": tool.wire_name,
+        "title": tool.title,
+        "description": tool.description,
+        "score": round(score, 4),
+        "input_schema": tool.input_schema,
+    }
+
+
+async def search_tools(
+    runtime: Runtime, principal: Principal, request: SearchToolsRequest
+) -> types.CallToolResult:
+    found = [found_tool(tool, score) for tool, score in runtime.registry.search(request.query, request.limit)]
+    if not found:
+        text = (
+            f"No tool matches {request.query!r}. Try other words: what the tool does, or the kind of "
+            "thing it works on."
+        )
+        return structured_result({"tools": found}, text)
+    lines = [f"{len(found)} tool{'' if len(found) == 1 else 's'} for {request.query!r}, best first:"]
+    for tool in found:
+        description = " ".join(tool["description"].split())
+        if len(description) > DESCRIPTION_IN_TEXT:
+            description = description[:DESCRIPTION_IN_TEXT] + "…"
+        arguments = ", ".join(tool["input_schema"].get("properties", {})) or "none"
+        lines.append(f"- {tool['name']} ({tool['title']}): {description} Arguments: {arguments}.")
+    lines.append(
+        "Call a tool by its name (its full input schema is in the structured content), or run it "
+        "with jobs_submit if it may take long."
+    )
+    return structured_result({"tools": found}, "\n".join(lines))
+
+
 META_TOOLS: dict[str, MetaTool] = {
     tool.name: tool
     for tool in (
@@ -174,6 +229,22 @@ META_TOOLS: dict[str, MetaTool] = {
             output=JobList,
             annotations=types.ToolAnnotations(title="List jobs", read_only_hint=True, open_world_hint=False),
             handler=list_jobs,
+        ),
+        MetaTool(
+            name="tools_search",
+            title="Search tools",
+            description=(
+                "Find tools by what they do: the tools that best fit a few words, best first, each "
+                "with its name, description and input schema. Use it when no listed tool fits: "
+                "tools/list may not show every tool this server can run. Call a found tool by its "
+                "name, directly or with jobs_submit."
+            ),
+            request=SearchToolsRequest,
+            output=FoundTools,
+            annotations=types.ToolAnnotations(
+                title="Search tools", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+            ),
+            handler=search_tools,
         ),
     )
 }

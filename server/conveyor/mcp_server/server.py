@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import mcp_types as types
@@ -45,7 +46,9 @@ Conveyor runs tools now or as durable background jobs.
 - If a call fails or times out, make the same call again: jobs_submit answers your identical job
   that is still queued or running instead of starting a second one.
 - jobs_cancel stops a job; jobs_list shows your jobs. Jobs survive restarts, so a job_id stays
-  valid across conversations."""
+  valid across conversations.
+- tools_search finds tools by what they do, including tools that tools/list leaves out; call
+  them by the name it answers."""
 
 logger = logging.getLogger("conveyor.mcp")
 
@@ -68,14 +71,18 @@ class ConveyorServer(Server[Any]):
         )
 
 
-def define_tools(registry: Registry) -> list[types.Tool]:
-    return [mcp_tool(tool) for tool in registry] + [meta.as_mcp_tool() for meta in META_TOOLS.values()]
+def define_tools(registry: Registry, listed: Collection[str] | None = None) -> list[types.Tool]:
+    """What ``tools/list`` shows: the tools of the ``listed`` toolkits (all when None), and the
+    meta-tools always. The others are still callable, and ``tools_search`` finds them."""
+    shown = [tool for tool in registry if listed is None or tool.toolkit in listed]
+    return [mcp_tool(tool) for tool in shown] + [meta.as_mcp_tool() for meta in META_TOOLS.values()]
 
 
 def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = None) -> Server[Any]:
     resolve = principal_of or (lambda _ctx: LOCAL_USER)
     resources = JobResources(runtime, resolve)
-    tool_list = ToolList(runtime.registry, define_tools, resources.bus)
+    listed = runtime.settings.tools_listed
+    tool_list = ToolList(runtime.registry, partial(define_tools, listed=listed), resources.bus)
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None

@@ -16,7 +16,6 @@ from typing import Any
 
 import mcp_types as types
 
-from conveyor.arguments import SchemaArguments
 from conveyor.context import ToolContext
 from conveyor.errors import ExecutionError
 from conveyor.toolkit import Tool, ToolAnnotations, Toolkit
@@ -59,14 +58,13 @@ def _tool(toolkit: Toolkit, name: str, upstream: types.Tool, forward: Forward) -
         return await forward(upstream_name, arguments, ctx)
 
     read_only = bool(hints.read_only_hint)
-    return Tool(
-        toolkit=toolkit.name,
-        name=name,
-        func=call,
-        description=upstream.description or upstream.title or upstream.name,
-        arguments=SchemaArguments(dict(upstream.input_schema)),
-        output_model=None,
+    return Tool.forwarding(
+        toolkit,
+        name,
+        call,
         title=upstream.title or hints.title or upstream.name,
+        description=upstream.description or upstream.title or upstream.name,
+        input_schema=dict(upstream.input_schema),
         # The spec's defaults for hints a server leaves out.
         annotations=ToolAnnotations(
             read_only=read_only,
@@ -74,16 +72,7 @@ def _tool(toolkit: Toolkit, name: str, upstream: types.Tool, forward: Forward) -
             idempotent=bool(hints.idempotent_hint) or read_only,
             open_world=hints.open_world_hint is not False,
         ),
-        version=toolkit.version,
-        timeout_ms=None,
-        cancellable=True,
-        retry=None,
-        queue="default",
-        task_support="optional",
-        context_parameter="ctx",
-        is_async=True,
-        toolkit_ref=toolkit,
-        declared_output=dict(upstream.output_schema) if upstream.output_schema else None,
+        output_schema=dict(upstream.output_schema) if upstream.output_schema else None,
     )
 
 

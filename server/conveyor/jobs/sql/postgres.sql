@@ -6,10 +6,10 @@
 WITH inserted AS (
     INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
                       idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms,
-                      max_concurrent, kind, ttl_ms, version, changed_by, dedupe_key)
+                      max_concurrent, kind, ttl_ms, version, changed_by, dedupe_key, sealed_credentials)
     VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
             :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms,
-            :max_concurrent, :kind, :ttl_ms, nextval('jobs_version'), :origin, :dedupe_key)
+            :max_concurrent, :kind, :ttl_ms, nextval('jobs_version'), :origin, :dedupe_key, :sealed_credentials)
     -- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
     ON CONFLICT DO NOTHING
     RETURNING *

@@ -3,10 +3,10 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
                   idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent,
-                  kind, ttl_ms, version, changed_by, dedupe_key)
+                  kind, ttl_ms, version, changed_by, dedupe_key, sealed_credentials)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
         :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent,
-        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin, :dedupe_key)
+        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin, :dedupe_key, :sealed_credentials)
 -- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
 ON CONFLICT DO NOTHING
 RETURNING *, NULL AS position_in_queue;

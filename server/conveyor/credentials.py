@@ -1,0 +1,107 @@
+"""Per-run credentials: secrets a caller hands one run of a tool (``credentials`` on a submit or
+a call), which the tool reads from ``ctx.credentials``.
+
+A direct run keeps them in memory only. A job must keep them until a worker runs it, perhaps in
+another process after a restart: the store holds them sealed (Fernet: AES-128-CBC and
+HMAC-SHA256) with a server key, bound to their job, and erases them when the job ends (a trigger
+in each store's schema). They are never part of a job view, a log line or a webhook.
+
+The key comes from the ``credentials_key`` setting. Without it, a SQLite database gets one made
+on first use, kept beside the database file (owner-only), with a warning: whoever can read both
+files can read the credentials of jobs still waiting. PostgreSQL serves many machines, and a key
+kept in the database would protect nothing, so there the setting is required.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from conveyor.errors import ExecutionError, InvalidArguments
+
+logger = logging.getLogger("conveyor.credentials")
+
+KEY_FILE_SUFFIX = ".credentials-key"
+
+
+class CredentialVault:
+    """Seals a job's credentials for the store, and opens them for its run."""
+
+    def __init__(self, key: str | None = None, *, key_file: Path | None = None) -> None:
+        self._fernet = Fernet(key.encode()) if key is not None else None
+        self._key_file = key_file  # where a key is made on first use, when none was given
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_database(cls, db: str, key: str | None, *, is_postgres: bool) -> CredentialVault:
+        if key is not None or is_postgres:
+            return cls(key)
+        return cls(key_file=Path(db).with_name(Path(db).name + KEY_FILE_SUFFIX))
+
+    def seal(self, job_id: str, credentials: Mapping[str, str]) -> str:
+        """The credentials as the store keeps them: a token only this server's key opens, and
+        only for this job."""
+        plain = json.dumps({"job_id": job_id, "credentials": dict(credentials)}).encode()
+        return self._cipher(making=True).encrypt(plain).decode()
+
+    def open(self, job_id: str, sealed: str) -> dict[str, str]:
+        failed = ExecutionError(
+            "This job's credentials cannot be read with this server's credentials_key",
+            suggested_fix="Give every server and worker the same credentials_key, then submit the job again.",
+        )
+        try:
+            opened = json.loads(self._cipher(making=False).decrypt(sealed.encode()))
+        except (InvalidToken, ValueError, InvalidArguments):  # no key, another key, a damaged token
+            raise failed from None
+        if opened.get("job_id") != job_id:  # a token copied onto another job's row
+            raise failed
+        credentials: dict[str, str] = opened["credentials"]
+        return credentials
+
+    def _cipher(self, *, making: bool) -> Fernet:
+        if self._fernet is None:
+            with self._lock:
+                if self._fernet is None and self._key_file is not None:
+                    self._fernet = Fernet(_read_or_make_key(self._key_file, making=making))
+        if self._fernet is None:
+            raise InvalidArguments(
+                "This server takes no credentials: it has no credentials_key",
+                argument="credentials",
+                suggested_fix="Leave credentials out, or ask the operator to set credentials_key "
+                "(the same on every server and worker).",
+            )
+        return self._fernet
+
+
+def _read_or_make_key(path: Path, *, making: bool) -> bytes:
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        if not making:
+            raise InvalidArguments(f"No credentials key at {path}", argument="credentials") from None
+    # Written whole beside it, then linked into place: of two processes making one at once, one
+    # link wins, and the other reads that key, never a half-written file.
+    draft = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(Fernet.generate_key() + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    finally:
+        draft.unlink()
+    logger.warning(
+        "made a key for per-run credentials; keep it private and back it up with the database "
+        "(jobs queued with credentials cannot run without it), or set credentials_key",
+        extra={"action": "credentials.key_made", "path": str(path)},
+    )
+    return path.read_bytes().strip()
