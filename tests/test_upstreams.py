@@ -3,6 +3,7 @@ stdio and over streamable HTTP: its tools served as ``up_<tool>``, called direct
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import socket
@@ -18,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.shared.subscriptions import ToolsListChanged
 
-from conveyor.errors import ErrorCode
+from conveyor.errors import ConveyorError, ErrorCode
 from conveyor.jobs.models import JobStatus
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
@@ -336,3 +337,36 @@ async def test_a_worker_process_runs_upstream_jobs_and_a_cancel_from_the_front_s
     assert done.result == {"total": 42}
     assert canceled.status in (JobStatus.RUNNING, JobStatus.CANCELED)
     assert ended.status is JobStatus.CANCELED
+
+
+async def test_an_http_upstream_gets_the_runs_credentials_as_headers_and_never_hands_them_back(
+    tmp_path: Path,
+) -> None:
+    marks_dir = tmp_path / "marks"
+    marks_dir.mkdir()
+    port = free_port()
+    token = "ghp-only-for-this-run-7f3a9c"
+    config = UpstreamConfig(
+        name="up", url=f"http://127.0.0.1:{port}/mcp", credential_headers={"Authorization": "Bearer {github}"}
+    )
+    with http_upstream_process(marks_dir, port):
+        await until_listening(port)
+        async with open_runtime(make_settings(tmp_path, upstreams=(config,))) as runtime:
+            direct = await runtime.executor.run("up_authorization", {}, credentials={"github": token})
+            job = await runtime.engine.submit(
+                "up_authorization", {}, owner="alice", credentials={"github": token}
+            )
+            done = await runtime.engine.wait(job.job_id, owner="alice", timeout_s=20)
+            with pytest.raises(ConveyorError) as missing:
+                await runtime.executor.run("up_authorization", {})
+            with pytest.raises(ConveyorError) as refused:
+                await runtime.executor.run(
+                    "up_authorization", {"refuse": True}, credentials={"github": token}
+                )
+    expected = {"digest": hashlib.sha256(f"Bearer {token}".encode()).hexdigest(), "sent": "[redacted]"}
+    assert direct.result == expected
+    assert done.result == expected
+    assert missing.value.code == ErrorCode.INVALID_ARGUMENTS
+    assert missing.value.extra["credential"] == "github"
+    assert refused.value.code == ErrorCode.EXECUTION_ERROR
+    assert refused.value.to_payload()["message"].endswith("not with [redacted]")

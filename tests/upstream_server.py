@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,18 @@ async def slow(ctx: Context, seconds: float, steps: int = 4, key: str = "slow") 
         (MARKS / f"cancelled-{key}").write_text("")
         raise
     return f"slept {seconds}s"
+
+
+@server.tool(
+    description="What Authorization header this call came with (over HTTP): its SHA-256, and as sent."
+)
+def authorization(ctx: Context, refuse: bool = False) -> dict[str, str | None]:
+    request = ctx.request_context.request
+    header = request.headers.get("authorization") if request is not None else None
+    if refuse:
+        raise ToolError(f"not with {header}")
+    digest = hashlib.sha256(header.encode()).hexdigest() if header is not None else None
+    return {"digest": digest, "sent": header}
 
 
 @server.tool(description="End this server's process at once, in the middle of the call.")

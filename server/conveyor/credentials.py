@@ -18,8 +18,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -28,6 +29,7 @@ from conveyor.errors import ExecutionError, InvalidArguments
 logger = logging.getLogger("conveyor.credentials")
 
 KEY_FILE_SUFFIX = ".credentials-key"
+REDACTED = "[redacted]"
 
 
 class CredentialVault:
@@ -77,6 +79,22 @@ class CredentialVault:
                 "(the same on every server and worker).",
             )
         return self._fernet
+
+
+def redact(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` (JSON) with every secret's occurrence in its strings replaced: what a tool hands
+    back may echo the credentials it was called with (an API that repeats a header, say)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in sorted(secrets, key=len, reverse=True):
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [redact(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(key, secrets): redact(item, secrets) for key, item in value.items()}
+    return value
 
 
 def _read_or_make_key(path: Path, *, making: bool) -> bytes:

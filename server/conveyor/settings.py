@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -46,6 +47,18 @@ def default_db_path() -> str:
     return str(Path(data_home) / "conveyor" / "conveyor.db")
 
 
+_CREDENTIAL_FIELD = re.compile(r"\{([A-Za-z0-9_.-]{1,64})\}")
+
+
+def credential_names(template: str) -> list[str]:
+    """The credentials a header template names: ``Bearer {github}`` names ``github``."""
+    return _CREDENTIAL_FIELD.findall(template)
+
+
+def fill_credentials(template: str, credentials: Mapping[str, str]) -> str:
+    return _CREDENTIAL_FIELD.sub(lambda match: credentials[match.group(1)], template)
+
+
 class UpstreamConfig(BaseModel):
     """An MCP server Conveyor stands in front of: its tools are served as ``<name>_<tool>``."""
 
@@ -58,6 +71,10 @@ class UpstreamConfig(BaseModel):
     )
     env: dict[str, str] = Field(default_factory=dict, description="stdio: variables added to its environment")
     headers: dict[str, str] = Field(default_factory=dict, description="HTTP: headers sent with every request")
+    credential_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="HTTP: headers made from a run's credentials, e.g. Authorization = 'Bearer {github}'",
+    )
     cwd: str | None = Field(default=None, description="stdio: the directory it runs in")
     protocol: Literal["auto", "legacy"] = Field(
         default="auto", description="auto: whatever it speaks; legacy: the 2025-11-25 handshake only"
@@ -67,6 +84,13 @@ class UpstreamConfig(BaseModel):
     def _one_transport(self) -> UpstreamConfig:
         if (self.command is None) == (self.url is None):
             raise ValueError(f"upstream {self.name!r} needs either command or url")
+        if self.credential_headers and self.url is None:
+            raise ValueError(
+                f"upstream {self.name!r}: credential_headers need a url (a stdio server is shared)"
+            )
+        for template in self.credential_headers.values():
+            if not credential_names(template):
+                raise ValueError(f"upstream {self.name!r}: {template!r} names no credential, as {{name}}")
         return self
 
     @classmethod

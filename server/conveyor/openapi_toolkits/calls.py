@@ -24,6 +24,7 @@ import httpx2
 
 from conveyor import outbound
 from conveyor.context import ToolContext
+from conveyor.credentials import redact
 from conveyor.errors import AddressNotAllowed, ExecutionError, UpstreamUnavailable
 from conveyor.openapi_toolkits.auth import Auth, authorize
 from conveyor.openapi_toolkits.operations import Operation, Parameter
@@ -31,7 +32,6 @@ from conveyor.openapi_toolkits.operations import Operation, Parameter
 logger = logging.getLogger("conveyor.openapi")
 
 EXCERPT_CHARS = 300
-REDACTED = "[redacted]"
 _RETRYABLE_CLIENT_ERRORS = {408, 429}
 
 
@@ -85,7 +85,7 @@ async def call(api: Api, operation: Operation, arguments: dict[str, Any], ctx: T
             suggested_fix="Try again later, or raise timeout_seconds in its [[openapi]] table.",
         ) from None
     except (httpx2.HTTPError, OSError) as exc:
-        reason = _redact(f"{type(exc).__name__}: {exc}".rstrip(": "), auth.secrets)
+        reason = redact(f"{type(exc).__name__}: {exc}".rstrip(": "), auth.secrets)
         raise UpstreamUnavailable(
             f"{_where(operation)} could not reach the API: {reason}",
             suggested_fix="Try again later; check base_url if this persists.",
@@ -180,7 +180,7 @@ def _query_pairs(parameter: Parameter, value: Any) -> list[tuple[str, str]]:
 def _outcome(response: outbound.Response, operation: Operation, secrets: list[str]) -> Any:
     status = response.status
     if 200 <= status < 300:
-        return _redact(_result(response, operation), secrets)
+        return redact(_result(response, operation), secrets)
     excerpt = _excerpt(response.body, secrets)
     details: dict[str, Any] = {"status": status, "operation": operation.key, "body": excerpt}
     message = f"{_where(operation)} answered HTTP {status}" + (f": {excerpt}" if excerpt else "")
@@ -224,24 +224,9 @@ def _charset(response: outbound.Response) -> str:
 
 def _excerpt(body: bytes, secrets: list[str]) -> str:
     # Redacted before it is cut short or its spaces squeezed, so no part of a secret shows.
-    text = _redact(body[: EXCERPT_CHARS * 4 + 8192].decode("utf-8", errors="replace"), secrets)
+    text = redact(body[: EXCERPT_CHARS * 4 + 8192].decode("utf-8", errors="replace"), secrets)
     text = " ".join(text.split())
     return text if len(text) <= EXCERPT_CHARS else f"{text[:EXCERPT_CHARS]}…"
-
-
-def _redact(value: Any, secrets: list[str]) -> Any:
-    """``value`` (JSON) with every secret's occurrence in its strings replaced."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in sorted(secrets, key=len, reverse=True):
-            value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, list):
-        return [_redact(item, secrets) for item in value]
-    if isinstance(value, dict):
-        return {_redact(key, secrets): _redact(item, secrets) for key, item in value.items()}
-    return value
 
 
 def _where(operation: Operation) -> str:

@@ -29,10 +29,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import conveyor
 from conveyor.context import ToolContext
-from conveyor.errors import ConveyorError, ExecutionError, UpstreamUnavailable
+from conveyor.credentials import redact
+from conveyor.errors import ConveyorError, ExecutionError, InvalidArguments, UpstreamUnavailable
 from conveyor.events import Wakeup
 from conveyor.registry import Registry
-from conveyor.settings import UpstreamConfig
+from conveyor.settings import UpstreamConfig, credential_names, fill_credentials
 from conveyor.toolkit import Toolkit
 from conveyor.upstreams import tools
 
@@ -108,16 +109,7 @@ class UpstreamConnection:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(deadline)
-            async with (
-                self._server() as server,
-                Client(
-                    server,
-                    mode=self.config.protocol,
-                    message_handler=self._on_message,
-                    client_info=CLIENT_INFO,
-                    cache=None,  # the listing is fetched again when the server says it changed
-                ) as client,
-            ):
+            async with self._server() as server, self._new_client(server) as client:
                 await self._take_tools(client)
                 connected.set()
                 self._lost = False
@@ -141,10 +133,21 @@ class UpstreamConnection:
         if timed_out:
             raise TimeoutError(f"no answer within {self.connect_timeout_s:g} s")
 
+    def _new_client(self, server: Any) -> Client:
+        return Client(
+            server,
+            mode=self.config.protocol,
+            message_handler=self._on_message,
+            client_info=CLIENT_INFO,
+            cache=None,  # the listing is fetched again when the server says it changed
+        )
+
     @asynccontextmanager
-    async def _server(self) -> AsyncIterator[StdioServerParameters | Any]:
+    async def _server(
+        self, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[StdioServerParameters | Any]:
         """What the SDK's client connects to: a command to start, or a URL (through an HTTP client
-        of ours, for the configured headers, closed with the connection)."""
+        of ours, for the configured headers and these, closed with the connection)."""
         if self.config.command is not None:
             command, *args = self.config.command
             yield StdioServerParameters(
@@ -153,7 +156,7 @@ class UpstreamConnection:
             return
         assert self.config.url is not None
         async with httpx2.AsyncClient(
-            headers=self.config.headers, timeout=httpx2.Timeout(30, read=None)
+            headers={**self.config.headers, **(headers or {})}, timeout=httpx2.Timeout(30, read=None)
         ) as http:
             yield streamable_http_client(self.config.url, http_client=http)
 
@@ -221,9 +224,55 @@ class UpstreamConnection:
 
     async def call(self, upstream_tool: str, arguments: dict[str, Any], ctx: ToolContext) -> Any:
         """Forward a call; its progress comes back through ``ctx``, and cancelling the caller
-        cancels the call upstream (``notifications/cancelled``)."""
-        client = await self._client_or_unavailable()
+        cancels the call upstream (``notifications/cancelled``). With ``credential_headers``, the
+        call goes over a connection of its own, whose headers carry the run's credentials."""
+        if self.config.credential_headers:
+            return await self._call_with_credentials(upstream_tool, arguments, ctx)
+        return await self._forward(await self._client_or_unavailable(), upstream_tool, arguments, ctx)
 
+    async def _call_with_credentials(
+        self, upstream_tool: str, arguments: dict[str, Any], ctx: ToolContext
+    ) -> Any:
+        headers = self._credential_headers(ctx)
+        secrets = list(headers.values())
+        failed: ConveyorError | None = None
+        try:
+            async with self._server(headers) as server, self._new_client(server) as client:
+                try:
+                    result = await self._forward(client, upstream_tool, arguments, ctx)
+                except ConveyorError as exc:  # kept out of the client's task group, as it is
+                    failed = exc
+        except Exception as exc:  # the connection of its own could not be made, or broke
+            if failed is None:
+                raise UpstreamUnavailable(
+                    redact(
+                        f"The upstream server {self.config.name!r} cannot be reached: {_reason(exc)}", secrets
+                    ),
+                    upstream=self.config.name,
+                ) from None
+        if failed is not None:  # the upstream's error text may repeat what it was sent
+            failed.message = redact(failed.message, secrets)
+            raise failed
+        return redact(result, secrets)
+
+    def _credential_headers(self, ctx: ToolContext) -> dict[str, str]:
+        for template in self.config.credential_headers.values():
+            for name in credential_names(template):
+                if name not in ctx.credentials:
+                    raise InvalidArguments(
+                        f"The upstream server {self.config.name!r} needs the credential {name!r}",
+                        argument="credentials",
+                        credential=name,
+                        suggested_fix=f'Pass credentials={{"{name}": "…"}} with the call or the job.',
+                    )
+        return {
+            header: fill_credentials(template, ctx.credentials)
+            for header, template in self.config.credential_headers.items()
+        }
+
+    async def _forward(
+        self, client: Client, upstream_tool: str, arguments: dict[str, Any], ctx: ToolContext
+    ) -> Any:
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             ctx.report_progress(progress, total, message)
 
