@@ -95,20 +95,21 @@ def noop_call(client: Any, tool: str = NOOP, arguments: dict[str, Any] | None = 
 
 async def direct_calls(client_list: list[Any], spec: Spec, server_pid: int = 0) -> dict[str, Any]:
     """Sequential calls on one client, then ``spec['clients']`` clients calling at once; with the
-    server in another process, also its CPU time per call (warm-up calls included)."""
-    cpu = measure.tree_cpu_s(server_pid) if server_pid else 0.0
-    seq = await measure.sequential(noop_call(client_list[0]), spec["seq"], spec["warmup"])
-    if server_pid:
-        used, cpu = measure.tree_cpu_s(server_pid) - cpu, measure.tree_cpu_s(server_pid)
-        seq["server_cpu_us"] = used / (spec["seq"] + spec["warmup"]) * 1e6
+    server in another process, also its CPU time per call: its utime + stime (``/proc``) read
+    right before and right after the timed calls, divided by those calls (warm-up excluded)."""
+    cpu = (lambda: measure.tree_cpu_s(server_pid)) if server_pid else None
+    seq = await measure.sequential(noop_call(client_list[0]), spec["seq"], spec["warmup"], cpu)
     calls = [noop_call(client) for client in client_list]
     if len(calls) == 1:  # one connection (stdio): concurrent callers share it
         calls = calls * spec["clients"]
-    conc = await measure.concurrent(calls, spec["conc"], spec["warmup"])
-    if server_pid:
-        made = conc["calls"] + max(1, spec["warmup"] // len(calls)) * len(calls)
-        conc["server_cpu_us"] = (measure.tree_cpu_s(server_pid) - cpu) / made * 1e6
-    return {"seq": seq, "conc": conc}
+    conc = await measure.concurrent(calls, spec["conc"], spec["warmup"], cpu)
+    # The protocol version the clients settled on: the era actually measured.
+    return {"seq": seq, "conc": conc, "protocol": client_list[0].session.protocol_version}
+
+
+def client_options(spec: Spec) -> dict[str, Any]:
+    """``mode="auto"`` (the 2026-07-28 era, the SDK's default) or ``mode="legacy"`` (2025-11-25)."""
+    return {"mode": spec.get("mode", "auto")}
 
 
 # -- servers in subprocesses ----------------------------------------------------------------
@@ -125,7 +126,11 @@ def server_command(spec: Spec, transport: str, tmp: Path, port: int = 0) -> tupl
             args += ["--http", "--port", str(port)]
         return [spec["project_python"], "-m", "conveyor", *args], env
     script = [spec["peers_python"], str(HERE / "peers_servers.py"), spec["peer"], transport]
-    return [*script, str(port)] if transport == "http" else script, env
+    if transport != "http":
+        return script, env
+    # The event loop and HTTP implementation Conveyor's own server was seen to run on.
+    stack = spec.get("stack") or {}
+    return [*script, str(port), stack.get("loop", "asyncio"), stack.get("http", "auto")], env
 
 
 def free_port() -> int:
@@ -175,6 +180,32 @@ def stdio_params(spec: Spec, tmp: Path) -> Any:
     return StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(ROOT))
 
 
+def server_stack(pid: int) -> dict[str, str]:
+    """The event loop and HTTP implementation a running uvicorn server uses, told by the native
+    modules its process has mapped: uvloop's loop, httptools' parser (uvicorn's ``auto`` picks
+    httptools when it can import it, else h11, which is pure Python)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        mapped = maps.read()
+    return {
+        "loop": "uvloop" if "/uvloop/loop." in mapped else "asyncio",
+        "http": "httptools" if "/httptools/parser/" in mapped else "h11",
+    }
+
+
+async def uvicorn_stack(spec: Spec, tmp: Path) -> dict[str, Any]:
+    """Start Conveyor's HTTP server, let it answer one request, and report its uvicorn stack:
+    what every peer is then served on."""
+    import httpx2
+
+    port = free_port()
+    command, env = server_command({**spec, "peer": "conveyor"}, "http", tmp, port)
+    with subprocess_server(command, env, tmp / "server.log") as process:
+        await wait_for_port(port, process)
+        async with httpx2.AsyncClient(timeout=60) as http:
+            await http.get(f"http://127.0.0.1:{port}/mcp")  # answered once startup is over
+        return server_stack(process.pid)
+
+
 def server_pid() -> int:
     """The stdio server: this driver's only child process."""
     children = measure._children(os.getpid())
@@ -189,7 +220,7 @@ async def direct(spec: Spec, tmp: Path) -> dict[str, Any]:
     if transport == "memory":
         return await direct_in_memory(spec, tmp)
     if transport == "stdio":
-        async with clients(stdio_params(spec, tmp), 1) as one:
+        async with clients(stdio_params(spec, tmp), 1, **client_options(spec)) as one:
             pid = server_pid()
             result = await direct_calls(one, spec, pid)
             return {**result, "server": measure.tree_rss_mb(pid)}
@@ -230,9 +261,10 @@ async def direct_http(spec: Spec, tmp: Path) -> dict[str, Any]:
             for _ in range(spec["clients"]):
                 http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=60))
                 transport = streamable_http_client(url, http_client=http)
-                client_list.append(await stack.enter_async_context(Client(transport)))
+                client_list.append(await stack.enter_async_context(Client(transport, **client_options(spec))))
             result = await direct_calls(client_list, spec, process.pid)
-        return {**result, "server": measure.tree_rss_mb(process.pid)}
+        served = server_stack(process.pid)
+        return {**result, "server": measure.tree_rss_mb(process.pid), "stack": served}
 
 
 async def coldstart(spec: Spec, tmp: Path) -> dict[str, Any]:
@@ -648,6 +680,7 @@ async def raw_asyncpg(spec: Spec, url: str) -> dict[str, Any]:
 
 WORKLOADS = {
     "direct": direct,
+    "stack": uvicorn_stack,
     "postgres": postgres,
     "coldstart": coldstart,
     "roundtrip": roundtrip,

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 Call = Callable[[], Awaitable[Any]]
+CpuClock = Callable[[], float]  # CPU seconds a server has used so far (read from /proc)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -27,14 +28,20 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def latency_summary(latencies_s: Sequence[float], elapsed_s: float) -> dict[str, float]:
-    """Calls per second and p50/p99 latency in milliseconds."""
-    return {
+def latency_summary(
+    latencies_s: Sequence[float], elapsed_s: float, cpu_s: float | None = None
+) -> dict[str, float]:
+    """Calls per second and p50/p99 latency in milliseconds; with ``cpu_s`` (the CPU a server
+    used during the timed calls), also its CPU microseconds per call."""
+    summary = {
         "calls": len(latencies_s),
         "per_s": len(latencies_s) / elapsed_s if elapsed_s > 0 else math.nan,
         "p50_ms": percentile(latencies_s, 50) * 1000,
         "p99_ms": percentile(latencies_s, 99) * 1000,
     }
+    if cpu_s is not None:
+        summary["server_cpu_us"] = cpu_s / len(latencies_s) * 1e6 if latencies_s else math.nan
+    return summary
 
 
 async def timed_calls(call: Call, count: int) -> list[float]:
@@ -47,15 +54,22 @@ async def timed_calls(call: Call, count: int) -> list[float]:
     return latencies
 
 
-async def sequential(call: Call, count: int, warmup: int) -> dict[str, float]:
+async def sequential(call: Call, count: int, warmup: int, cpu: CpuClock | None = None) -> dict[str, float]:
+    """``count`` calls one after another, after ``warmup`` untimed ones; with ``cpu``, the
+    server's CPU is read right before and right after the timed calls (warm-up excluded)."""
     await timed_calls(call, warmup)
+    cpu_before = cpu() if cpu else 0.0
     started = time.perf_counter()
     latencies = await timed_calls(call, count)
-    return latency_summary(latencies, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return latency_summary(latencies, elapsed, cpu() - cpu_before if cpu else None)
 
 
-async def concurrent(calls: Sequence[Call], count: int, warmup: int) -> dict[str, float]:
-    """``len(calls)`` callers at once (one per client), ``count`` calls in all, split evenly."""
+async def concurrent(
+    calls: Sequence[Call], count: int, warmup: int, cpu: CpuClock | None = None
+) -> dict[str, float]:
+    """``len(calls)`` callers at once (one per client), ``count`` calls in all, split evenly;
+    ``cpu`` as for ``sequential``."""
     per_caller = max(1, count // len(calls))
     async with anyio.create_task_group() as tg:
         for call in calls:
@@ -65,12 +79,14 @@ async def concurrent(calls: Sequence[Call], count: int, warmup: int) -> dict[str
     async def caller(call: Call) -> None:
         results.append(await timed_calls(call, per_caller))
 
+    cpu_before = cpu() if cpu else 0.0
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         for call in calls:
             tg.start_soon(caller, call)
     elapsed = time.perf_counter() - started
-    return latency_summary([lat for chunk in results for lat in chunk], elapsed)
+    cpu_s = cpu() - cpu_before if cpu else None
+    return latency_summary([lat for chunk in results for lat in chunk], elapsed, cpu_s)
 
 
 def rss_mb(pid: int | None = None) -> dict[str, float]:

@@ -1,7 +1,10 @@
 """The peers' servers, each with the same no-op tool ``bench_noop`` (no arguments, returns "ok").
 
 Imported by the driver for in-memory runs, and run as a script for stdio and HTTP:
-``python bench/peers_servers.py PEER stdio`` or ``python bench/peers_servers.py PEER http PORT``.
+``python bench/peers_servers.py PEER stdio`` or ``python bench/peers_servers.py PEER http PORT
+[LOOP HTTP]`` (LOOP ``asyncio`` or ``uvloop``, HTTP ``h11``, ``httptools`` or ``auto``: the
+event loop and HTTP implementation Conveyor's HTTP server runs on, so that every peer runs on the
+same).
 Runs under the peers' virtual environment (mcp, fastmcp); the low-level SDK peer imports only
 ``mcp.server`` — that is the floor Conveyor builds on, and the cold-start baseline.
 """
@@ -103,25 +106,14 @@ def build(peer: str) -> Any:
 
 
 def http_app(peer: str) -> Any:
+    """Each peer's ASGI app as its own documentation serves it, with its documented defaults
+    (``stateless_http=False``, ``json_response=False``, the endpoint at ``/mcp``): the SDK's
+    ``streamable_http_app()`` (a plain route, for the low-level ``Server`` and ``MCPServer``
+    alike) and FastMCP's ``http_app()``."""
     server = build(peer)
     if peer == "fastmcp":
-        return server.http_app(path="/mcp")
-    if peer == "sdk-mcpserver":
-        return server.streamable_http_app()
-    from contextlib import asynccontextmanager
-
-    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
-
-    manager = StreamableHTTPSessionManager(app=server)
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        async with manager.run():
-            yield
-
-    return Starlette(routes=[Mount("/mcp", app=manager.handle_request)], lifespan=lifespan)
+        return server.http_app()
+    return server.streamable_http_app()
 
 
 def main(argv: list[str]) -> None:
@@ -143,12 +135,25 @@ def main(argv: list[str]) -> None:
         else:
             fastmcp_server().run(transport="stdio", show_banner=False)
         return
-    serve_http(http_app(peer), int(argv[2]))
+    loop, http = (argv[3], argv[4]) if len(argv) > 4 else ("asyncio", "auto")
+    serve_http(http_app(peer), int(argv[2]), loop=loop, http=http)
 
 
-def serve_http(app: Any, port: int) -> None:
-    """uvicorn on a socket made with IPPROTO_TCP, as Conveyor's is: asyncio sets TCP_NODELAY only
-    on such sockets, and without it small responses can wait ~40 ms for a delayed ACK."""
+# Conveyor's own uvicorn settings (``conveyor.http_api.app.serve_http``), given to every peer.
+UVICORN_SETTINGS: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "lifespan": "on",
+    "timeout_graceful_shutdown": 5,
+}
+
+
+def serve_http(app: Any, port: int, *, loop: str = "asyncio", http: str = "auto") -> None:
+    """uvicorn as Conveyor runs it: ``Server.serve`` under ``anyio.run`` (on uvloop if ``loop``
+    says so), the HTTP implementation Conveyor's server runs on (``http``: ``h11``,
+    ``httptools`` or uvicorn's ``auto``), the same settings, on a socket made with
+    IPPROTO_TCP and a backlog of 2048 as Conveyor's is (asyncio sets TCP_NODELAY only on such
+    sockets; without it small responses can wait ~40 ms for a delayed ACK)."""
     import socket
 
     import anyio
@@ -158,8 +163,9 @@ def serve_http(app: Any, port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(2048)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    anyio.run(lambda: uvicorn.Server(config).serve(sockets=[sock]))
+    config = uvicorn.Config(app, http=http, **UVICORN_SETTINGS)
+    options = {"use_uvloop": True} if loop == "uvloop" else {}
+    anyio.run(lambda: uvicorn.Server(config).serve(sockets=[sock]), backend_options=options)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def cell(runs: Runs, get: Getter, digits: int = 0) -> str:
 
 
 def _num(value: float, digits: int) -> str:
-    return f"{value:,.{digits}f}"
+    return "–" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
 def ratio(a: float, b: float) -> str:
@@ -117,7 +117,7 @@ def versions(bench: Bench) -> list[str]:
 
         peers = peers_env.versions()
         shown = ", ".join(f"{name} {version}" for name, version in peers.items())
-        lines.append(f"- Peers' venv (`bench/.peers-venv`, pins `{'`, `'.join(peers_env.PINS)}`): {shown}")
+        lines.append(f"- Peers' venv (`bench/.peers-venv`, pins `{'`, `'.join(peers_env.pins())}`): {shown}")
         redis = redis_version()
         if redis:
             lines.append(f"- Redis server {redis} at 127.0.0.1:6379")
@@ -149,60 +149,135 @@ def redis_version() -> str | None:
 # -- sections ----------------------------------------------------------------------------------------
 
 
-def direct_section(bench: Bench, transport: str, title: str) -> list[str]:
-    results = bench.results.get(f"direct-{transport}", {})
+ERA_MODES = {"2026-07-28": "auto", "2025-11-25": "legacy"}  # as bench.run.ERAS
+
+
+def era_title(era: str) -> str:
+    return f'{era} era (`Client(..., mode="{ERA_MODES[era]}")`)'
+
+
+def direct_section(bench: Bench, key: str, title: str) -> list[str]:
+    """Calls/s and latency, 1 client and 16; over stdio and HTTP also the server's CPU per call
+    next to its calls/s, and each peer's CPU ÷ Conveyor's."""
+    results = bench.results.get(key, {})
     if not results:
         return []
+    in_process = key == "direct-memory"
+    clients = bench.sizes.clients
     rows = []
     mine = results.get("conveyor", [])
     for peer, runs in results.items():
         row = [LABELS[peer]]
         for mode in ("seq", "conc"):
-            row += [
-                cell(runs, lambda r, m=mode: r[m]["per_s"]),
-                cell(runs, lambda r, m=mode: r[m]["p50_ms"], 2),
-                cell(runs, lambda r, m=mode: r[m]["p99_ms"], 2),
-            ]
+            row.append(cell(runs, _per_s(mode)))
+            if not in_process:
+                row.append(cell(runs, _cpu(mode)))
+            row += [cell(runs, _field(mode, "p50_ms"), 2), cell(runs, _field(mode, "p99_ms"), 2)]
         seq_ratio = ratio(median(mine, _per_s("seq")), median(runs, _per_s("seq")))
         conc_ratio = ratio(median(mine, _per_s("conc")), median(runs, _per_s("conc")))
         row.append(f"{seq_ratio} / {conc_ratio}" if peer != "conveyor" else "1 / 1")
-        if transport != "memory":
-            cpu = [cell(runs, lambda r, m=mode: r[m]["server_cpu_us"]) for mode in ("seq", "conc")]
+        if not in_process:
             cpu_ratio = [
                 ratio(median(runs, _cpu(mode)), median(mine, _cpu(mode))) for mode in ("seq", "conc")
             ]
-            row += [" / ".join(cpu), " / ".join(cpu_ratio) if peer != "conveyor" else "1 / 1"]
+            row.append(" / ".join(cpu_ratio) if peer != "conveyor" else "1 / 1")
             row.append(cell(runs, lambda r: r["server"]["peak_rss_mb"], 1))
         rows.append(row)
-    header = ["server", "1 client: calls/s", "p50 ms", "p99 ms", f"{bench.sizes.clients} clients: calls/s"]
-    header += ["p50 ms", "p99 ms", "Conveyor ÷ this (calls/s, 1 / 16 clients)"]
-    if transport != "memory":
-        header += ["server CPU µs per call (1 / 16 clients)", "this CPU ÷ Conveyor CPU", "server peak RSS MB"]
-    return [f"### {title}", "", table(header, rows), ""]
+    cpu_header = [] if in_process else ["server CPU µs per call"]
+    header = ["server", "1 client: calls/s", *cpu_header, "p50 ms", "p99 ms", f"{clients} clients: calls/s"]
+    header += [*cpu_header, "p50 ms", "p99 ms", f"Conveyor ÷ this (calls/s, 1 / {clients} clients)"]
+    if not in_process:
+        header += [f"this CPU ÷ Conveyor CPU (1 / {clients} clients)", "server peak RSS MB"]
+    return [
+        f"### {title}",
+        "",
+        table(header, rows),
+        "",
+        *protocol_notes(results, key),
+        *stack_note(bench, key),
+    ]
+
+
+def protocol_notes(results: dict[str, Runs], key: str) -> list[str]:
+    """Say so where a server's clients settled on another protocol version than the era's."""
+    parts = key.split("-", 2)  # direct, transport, era
+    if len(parts) < 3:
+        return []
+    era = parts[2]
+    odd = []
+    for peer, runs in results.items():
+        seen = sorted({str(r.get("protocol")) for r in runs} - {era})
+        if seen:
+            odd.append(f"{LABELS[peer]} answered in {', '.join(seen)}")
+    return [f"Note: not the {era} protocol: {'; '.join(odd)}.", ""] if odd else []
+
+
+def stack_note(bench: Bench, key: str) -> list[str]:
+    """The uvicorn stack each HTTP server was seen to run on (the native modules it mapped)."""
+    if not key.startswith("direct-http"):
+        return []
+    seen, every = [], set()
+    for peer, runs in bench.results.get(key, {}).items():
+        stacks = {f"{r['stack']['loop']} + {r['stack']['http']}" for r in runs if "stack" in r}
+        every |= stacks
+        seen.append(f"{LABELS[peer]} {' / '.join(sorted(stacks)) or '?'}")
+    same = "." if len(every) <= 1 else " (**not the same**)."
+    return [f"Event loop + HTTP implementation each server ran on: {'; '.join(seen)}{same}", ""]
+
+
+def _field(mode: str, name: str) -> Getter:
+    return lambda r: r[mode][name]
 
 
 def _per_s(mode: str) -> Getter:
-    return lambda r: r[mode]["per_s"]
+    return _field(mode, "per_s")
 
 
 def _cpu(mode: str) -> Getter:
-    return lambda r: r[mode]["server_cpu_us"]
+    return _field(mode, "server_cpu_us")
 
 
 def direct_targets(bench: Bench) -> list[tuple[str, str, bool | None]]:
-    results = bench.results.get("direct-http", {})
-    mine = results.get("conveyor", [])
+    """The calls/s targets (2026-07-28 era over HTTP), then server CPU per call: Conveyor's ÷ a
+    peer's, at most ``goal``, with 1 client and with 16."""
+    clients = f"{bench.sizes.clients} clients"
     targets: list[tuple[str, str, bool | None]] = []
+    http_2026 = bench.results.get("direct-http-2026-07-28", {})
+    mine = http_2026.get("conveyor", [])
     for peer, goal, label in (("fastmcp", 1.5, "FastMCP"), ("sdk-lowlevel", 0.9, "the low-level SDK server")):
-        runs = results.get(peer, [])
+        if not http_2026:
+            break
+        runs = http_2026.get(peer, [])
         parts, oks = [], []
-        for mode, name in (("seq", "1 client"), ("conc", f"{bench.sizes.clients} clients")):
+        for mode, name in (("seq", "1 client"), ("conc", clients)):
             a, b = median(mine, _per_s(mode)), median(runs, _per_s(mode))
-            ok = None if math.isnan(a) or math.isnan(b) else a / b >= goal
-            oks.append(ok)
+            oks.append(None if math.isnan(a) or math.isnan(b) else a / b >= goal)
             parts.append(f"{name}: {ratio(a, b)}")
         held = None if None in oks else all(bool(ok) for ok in oks)
-        targets.append((f"direct HTTP calls ≥ {goal}× {label}", "; ".join(parts), held))
+        targets.append(
+            (f"direct HTTP calls ≥ {goal}× {label} (2026-07-28 era, calls/s)", "; ".join(parts), held)
+        )
+    cpu_goals = (
+        ("http", "2026-07-28", "sdk-lowlevel", 1.3),
+        ("http", "2026-07-28", "fastmcp", 0.6),
+        ("http", "2025-11-25", "sdk-lowlevel", 1.2),
+        ("stdio", "2026-07-28", "sdk-lowlevel", 1.15),
+        ("stdio", "2025-11-25", "sdk-lowlevel", 1.15),
+    )
+    for transport, era, peer, goal in cpu_goals:
+        results = bench.results.get(f"direct-{transport}-{era}", {})
+        if not results:
+            continue
+        mine, runs = results.get("conveyor", []), results.get(peer, [])
+        parts, oks = [], []
+        for mode, name in (("seq", "1 client"), ("conc", clients)):
+            a, b = median(mine, _cpu(mode)), median(runs, _cpu(mode))
+            oks.append(None if math.isnan(a) or math.isnan(b) else a / b <= goal)
+            parts.append(f"{name}: {_num(a, 0)} ÷ {_num(b, 0)} µs = {ratio(a, b)}")
+        held = None if None in oks else all(bool(ok) for ok in oks)
+        where = "HTTP" if transport == "http" else "stdio"
+        name = f"{era}, {where}: Conveyor's server CPU per call ≤ {goal}× {LABELS[peer]}'s"
+        targets.append((name, "; ".join(parts), held))
     return targets
 
 
@@ -368,13 +443,19 @@ def render(bench: Bench, sections: tuple[str, ...], elapsed_s: float, *, quick: 
     ]
     targets: list[tuple[str, str, bool | None]] = []
     body = ["## Results", ""]
-    body += direct_section(bench, "memory", "1a. Direct tool calls, in memory")
-    body += direct_section(bench, "stdio", "1b. Direct tool calls, stdio")
+    body += direct_section(bench, "direct-memory", "1a. Direct tool calls, in memory, 2026-07-28 era")
+    body += direct_section(
+        bench, "direct-stdio-2026-07-28", f"1b. Direct tool calls, stdio, {era_title('2026-07-28')}"
+    )
+    body += direct_section(
+        bench, "direct-stdio-2025-11-25", f"1c. Direct tool calls, stdio, {era_title('2025-11-25')}"
+    )
     if "http" in bench.notes:
-        body += ["### 1c. Direct tool calls, streamable HTTP", "", bench.notes["http"], ""]
-    body += direct_section(bench, "http", "1c. Direct tool calls, streamable HTTP")
-    if "direct-http" in bench.results:
-        targets += direct_targets(bench)
+        body += ["### 1d. Direct tool calls, streamable HTTP", "", bench.notes["http"], ""]
+    for letter, era in (("d", "2026-07-28"), ("e", "2025-11-25")):
+        title = f"1{letter}. Direct tool calls, streamable HTTP, {era_title(era)}"
+        body += direct_section(bench, f"direct-http-{era}", title)
+    targets += direct_targets(bench)
     for build in (
         roundtrip_section,
         throughput_section,
@@ -413,8 +494,24 @@ def method(bench: Bench) -> list[str]:
         f"{s.warmup} warm-up calls. In memory: one `Client` per client on the server object (the SDK's direct "
         f"in-process path). stdio: the server is a subprocess; a stdio server has one client, so the "
         f"{s.clients} callers share that connection. HTTP: uvicorn on 127.0.0.1, {s.clients} separate "
-        "sessions; Conveyor with an admin API key (Bearer) and its rate limit lifted. Client and server share the "
-        "machine's cores, so over stdio and HTTP the client's own cost is part of every figure.",
+        "clients; Conveyor with an admin API key (Bearer) and its rate limit lifted. Client and server share the "
+        "machine's cores, so over stdio and HTTP the client's own cost is part of every calls/s figure.",
+        "- Protocol eras: over stdio and HTTP every server is measured in both, in the same round: "
+        '2026-07-28 (`Client(..., mode="auto")`, the SDK\'s default: discovery, no handshake) and 2025-11-25 '
+        '(`mode="legacy"`: the initialize handshake and a session). Each table says so if a server\'s clients '
+        "settled on another version. In memory: the 2026-07-28 era.",
+        "- Server CPU per call (stdio and HTTP): the server process's own utime + stime from "
+        "`/proc/<pid>/stat` (its children's added, if any), read right before and right after the timed calls "
+        "and divided by them (warm-up calls excluded). Unlike calls/s, the shared client does not blur it. "
+        "/proc counts in 10 ms ticks: at these sizes that is within 1–2%.",
+        "- How the peers are served over HTTP: each as its own documentation shows, with its documented "
+        "defaults (`stateless_http=False`, `json_response=False`, endpoint `/mcp`): the SDK's low-level `Server` and its "
+        "`MCPServer` through `streamable_http_app()`, FastMCP through `http_app()`. Every server runs under "
+        "the same uvicorn settings as `conveyor serve --http` (`Server.serve` under `anyio.run`, "
+        '`log_config=None`, `access_log=False`, `lifespan="on"`, `timeout_graceful_shutdown=5`, a pre-bound '
+        "IPPROTO_TCP socket with a backlog of 2,048) and on the event loop and HTTP implementation Conveyor's "
+        "server is seen to run on (from the native modules its process maps), "
+        f"here {bench.notes.get('stack', 'not probed (no peers)')}; each HTTP table says what every server ran on.",
         "- Job round trip: one job after another, submitted and awaited: Conveyor's `jobs_submit` with "
         "`wait_seconds` through an in-memory client (and, for reference, the engine API directly); FastMCP: a "
         "`task=True` no-op called through the same `Client` with FastMCP's tasks client extension, which polls "

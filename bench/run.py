@@ -20,11 +20,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import peers_env, report
 
 HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
 SECTIONS = ("direct", "http", "roundtrip", "throughput", "postgres", "concurrency", "footprint")
 DIRECT_PEERS = ("conveyor", "sdk-lowlevel", "sdk-mcpserver", "fastmcp")
 ROUNDTRIP_PEERS = ("conveyor-mcp", "conveyor-engine", "fastmcp-memory", "fastmcp-redis")
@@ -38,6 +39,10 @@ THROUGHPUT_PEERS = (
 )
 FOOTPRINT_PEERS = ("conveyor", "sdk-lowlevel", "sdk-mcpserver", "fastmcp")
 POSTGRES_PEERS = ("conveyor-pg-1", "conveyor-pg-2", "conveyor-pg-4", "raw-asyncpg")
+# The protocol eras direct calls over stdio and HTTP are measured in, and the ``Client`` mode
+# that speaks each: "auto" discovers the 2026-07-28 protocol (and falls back to the handshake),
+# "legacy" is the 2025-11-25 initialize handshake. In memory: the 2026-07-28 era only.
+ERAS = {"2026-07-28": "auto", "2025-11-25": "legacy"}
 REDIS = ("127.0.0.1", 6379)
 POSTGRES_URL = os.environ.get("CONVEYOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -170,28 +175,50 @@ class Bench:
 
 def alternating(peers: tuple[str, ...], rounds: int) -> list[tuple[int, str]]:
     """Round r runs the peers starting at index r: no peer always goes first (or last)."""
-    order = []
-    for r in range(rounds):
-        shift = r % len(peers)
-        order += [(r, peer) for peer in peers[shift:] + peers[:shift]]
-    return order
+    return [(r, peer) for r in range(rounds) for peer in rotated(peers, r)]
+
+
+def rotated(items: tuple[T, ...], r: int) -> tuple[T, ...]:
+    shift = r % len(items)
+    return items[shift:] + items[:shift]
 
 
 def in_peers_venv(peer: str) -> bool:
     return not peer.startswith(("conveyor", "raw-"))
 
 
+def direct_key(transport: str, era: str | None = None) -> str:
+    """The results' section of direct calls over ``transport`` in ``era``."""
+    return f"direct-{transport}" + (f"-{era}" if era else "")
+
+
 def run_direct(bench: Bench, transport: str) -> None:
     s = bench.sizes
     seq, conc = (s.http_seq, s.http_conc) if transport == "http" else (s.direct_seq, s.direct_conc)
     peers = ("conveyor",) if bench.conveyor_only else DIRECT_PEERS
-    for _, peer in alternating(peers, s.rounds):
-        spec = {"workload": "direct", "transport": transport, "seq": seq, "conc": conc}
-        spec |= {"clients": s.clients, "warmup": s.warmup}
-        # In memory the peer is served inside the driver, so the driver runs in the peer's venv.
-        bench.measure(
-            f"direct-{transport}", peer, spec, peers_venv=transport == "memory" and peer != "conveyor"
-        )
+    eras: tuple[str | None, ...] = (None,) if transport == "memory" else tuple(ERAS)
+    spec: dict[str, Any] = {"workload": "direct", "transport": transport, "seq": seq, "conc": conc}
+    spec |= {"clients": s.clients, "warmup": s.warmup}
+    if transport == "http" and not bench.conveyor_only:
+        spec["stack"] = conveyor_stack(bench)
+    # Each round runs both eras, in alternating order, and in each the peers in rotated order.
+    for r in range(s.rounds):
+        for era in rotated(eras, r):
+            for peer in rotated(peers, r):
+                mode = {"mode": ERAS[era]} if era else {}
+                # In memory the peer is served inside the driver, so the driver runs in the peer's venv.
+                in_venv = transport == "memory" and peer != "conveyor"
+                bench.measure(direct_key(transport, era), peer, spec | mode, peers_venv=in_venv)
+
+
+def conveyor_stack(bench: Bench) -> dict[str, str]:
+    """The event loop and HTTP implementation Conveyor's HTTP server runs on (as a running one
+    shows): every peer is served on the same."""
+    bench.measure("stack", "conveyor", {"workload": "stack"})
+    runs = bench.results.pop("stack", {}).get("conveyor", [])
+    found = runs[0] if runs else {"loop": "asyncio", "http": "auto"}
+    bench.notes["stack"] = f"{found['loop']} + {found['http']}"
+    return found
 
 
 def run_roundtrip(bench: Bench) -> None:
