@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -25,6 +27,7 @@ from tests.http_helpers import (
 )
 from tests.live_server import LiveServer, live_server
 from tests.mcp_calls import call
+from tests.serve_process import server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -189,6 +192,26 @@ async def test_a_revoked_key_is_401_at_once(server: LiveServer) -> None:
     async with server.client(secret) as http:
         assert (await http.get("/jobs")).status_code == 200
         await server.runtime.keys.revoke(key.key_id)
+        error_of(await http.get("/jobs"), 401, "UNAUTHORIZED")
+
+
+async def test_a_key_revoked_by_another_process_is_401_on_the_next_request(server: LiveServer) -> None:
+    key, secret = await server.runtime.keys.create(role="user", plan="pro")
+    async with server.client(secret) as http:
+        for _ in range(3):  # looked up once, then answered from the server's cache of keys
+            assert (await http.get("/jobs")).status_code == 200
+        revoke = [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "keys",
+            "revoke",
+            key.key_id,
+            "--db",
+            server.runtime.settings.db,
+        ]
+        done = await anyio.run_process(revoke, env=server_env())
+        assert done.returncode == 0, done.stderr
         error_of(await http.get("/jobs"), 401, "UNAUTHORIZED")
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conveyor.auth import ApiKeys
+from conveyor.auth import ApiKeys, Principal
 from conveyor.jobs.models import Job, JobStatus, NewJob, now_ms
 from conveyor.jobs.queries import load_migrations
 from conveyor.jobs.sql_store import SQLJobStore
+from conveyor.limits import PlanLimits, RateLimiter
 from conveyor.runtime import open_store
 from conveyor.settings import is_postgres_url
 from tests import databases
@@ -213,6 +214,26 @@ async def test_rate_windows_count_every_store_against_one_limit(tmp_path: Path, 
         assert await opened[2].hit_rate_window("key_a", window_start=660, limit=10) == 1
         assert await opened[2].peek_rate_window("key_a", window_start=600) == 0
         assert await opened[0].hit_rate_window("key_b", window_start=660, limit=10) == 1
+
+
+async def test_limiters_in_several_processes_count_high_limits_in_blocks_and_never_exceed_them(
+    tmp_path: Path, database: str
+) -> None:
+    limit = 640  # a block of 10 per database write
+    plans = {"enterprise": PlanLimits(limit, 1)}
+    principal = Principal("key_big", "user", "enterprise")
+    async with stores(tmp_path, database, 3) as opened:
+        limiters = [RateLimiter(plans, store) for store in opened]  # as three processes would
+        allowed = 0
+        for n in range(limit + 100):
+            state = await limiters[n % 3].hit(principal, now=630.0)
+            assert state is not None
+            allowed += state.allowed
+        counted = await opened[0].peek_rate_window("key_big", window_start=600)
+    assert counted <= limit
+    assert allowed <= limit
+    assert allowed >= limit - 3 * 10  # at most a block per process left unused when the window filled
+    assert counted - allowed <= 3 * 10  # counted but unused: a block per process at most
 
 
 async def test_stores_opening_a_new_database_at_once_apply_each_migration_once(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -16,6 +18,8 @@ PlanName = Literal["free", "pro", "enterprise"]
 ROLES: tuple[Role, ...] = ("admin", "user")
 PLANS: tuple[PlanName, ...] = ("free", "pro", "enterprise")
 KEY_PREFIX = "cvk_"
+KEY_CACHE_MAX_AGE_S = 30.0
+KEY_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,8 @@ class KeyStore(Protocol):
 
     async def count_active_api_keys(self) -> int: ...
 
+    def key_revocations(self) -> Hashable | None: ...
+
 
 def hash_key(secret: str) -> str:
     # Keys are 256-bit random, so a fast hash is enough: there is nothing to brute-force.
@@ -81,8 +87,19 @@ def hash_key(secret: str) -> str:
 
 
 class ApiKeys:
+    """API keys: made, listed, revoked, and checked on every request.
+
+    A store that can tell cheaply whether any process revoked a key since (``key_revocations``:
+    SQLite's marker file) lets look-ups be cached: the cache is dropped whenever the mark moves,
+    so a revocation still holds from the next request on, in every process. A revocation whose
+    process died between its commit and its mark is caught by the cache's age limit.
+    """
+
     def __init__(self, store: KeyStore) -> None:
         self.store = store
+        self._cached: dict[str, ApiKey] = {}  # key hash -> key, valid while the mark stays
+        self._mark: Hashable | None = None
+        self._cached_at = 0.0
 
     async def create(self, *, role: Role, plan: PlanName, name: str | None = None) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not stored and cannot be shown again."""
@@ -96,10 +113,30 @@ class ApiKeys:
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
-        key = await self.store.find_api_key(hash_key(secret))
+        key_hash = hash_key(secret)
+        key = self._from_cache(key_hash)
         if key is None:
-            raise Unauthorized("Invalid or revoked API key")
+            key = await self.store.find_api_key(key_hash)
+            if key is None:
+                raise Unauthorized("Invalid or revoked API key")
+            self._keep(key_hash, key)
         return key.principal
+
+    def _from_cache(self, key_hash: str) -> ApiKey | None:
+        mark = self.store.key_revocations()
+        if mark is None:
+            return None
+        if mark != self._mark or time.monotonic() - self._cached_at > KEY_CACHE_MAX_AGE_S:
+            self._cached.clear()
+            self._mark, self._cached_at = mark, time.monotonic()
+        return self._cached.get(key_hash)
+
+    def _keep(self, key_hash: str, key: ApiKey) -> None:
+        if self._mark is None:
+            return  # no mark to tell a revocation by: not cached
+        if len(self._cached) >= KEY_CACHE_SIZE:
+            self._cached.clear()
+        self._cached[key_hash] = key
 
     async def list(self) -> builtins.list[ApiKey]:
         return await self.store.list_api_keys()

@@ -50,9 +50,31 @@ class RateState:
 class RateWindows(Protocol):
     """Where executions are counted: the job store's database."""
 
-    async def hit_rate_window(self, principal: str, *, window_start: int, limit: int) -> int | None: ...
+    async def hit_rate_window(
+        self, principal: str, *, window_start: int, limit: int, count: int = 1
+    ) -> int | None: ...
 
     async def peek_rate_window(self, principal: str, *, window_start: int) -> int: ...
+
+
+LEASE_SHARE = 64  # a process takes at most 1/64 of a limit at once
+MAX_LEASE = 32
+MAX_LEASES = 10_000
+
+
+def _block(limit: int) -> int:
+    """How many executions a process counts in the database at once: one for small limits (every
+    count exact across processes), a block for high ones (a write per block, not per call). A
+    block is counted before any of it is used, so the limit holds for the whole deployment; what
+    a process has not used when the window ends is lost, at most 1/64 of the limit."""
+    return max(1, min(MAX_LEASE, limit // LEASE_SHARE))
+
+
+@dataclass
+class _Lease:
+    window: int
+    left: int  # counted in the database, not used yet
+    used: int  # the window's count in the database when the block was taken
 
 
 class RateLimiter:
@@ -62,6 +84,7 @@ class RateLimiter:
         self.plans = plans
         self.windows = windows
         self._direct_runs: dict[str, int] = {}  # principal id -> direct runs going on
+        self._leases: dict[str, _Lease] = {}  # principal id -> counts this process took, not yet used
 
     def limits_for(self, principal: Principal) -> PlanLimits | None:
         return None if principal.plan is None else self.plans[principal.plan]
@@ -72,10 +95,26 @@ class RateLimiter:
         if limits is None:
             return None
         window, limit = self._window(now), limits.requests_per_minute
+        reset = window + self.WINDOW_SECONDS
+        lease = self._leases.get(principal.id)
+        if lease is not None and lease.window == window and lease.left > 0:
+            lease.left -= 1
+            return RateState(limit, max(0, limit - lease.used + lease.left), reset)
+        block = _block(limit)
+        if block > 1:
+            used = await self.windows.hit_rate_window(
+                principal.id, window_start=window, limit=limit, count=block
+            )
+            if used is not None:
+                if len(self._leases) >= MAX_LEASES:
+                    self._leases.clear()
+                self._leases[principal.id] = _Lease(window, left=block - 1, used=used)
+                return RateState(limit, max(0, limit - used + block - 1), reset)
+        # Near the limit (or a small one): one at a time, so that no count is left unused.
         used = await self.windows.hit_rate_window(principal.id, window_start=window, limit=limit)
         if used is None:
-            return RateState(limit, 0, window + self.WINDOW_SECONDS, allowed=False)
-        return RateState(limit, max(0, limit - used), window + self.WINDOW_SECONDS)
+            return RateState(limit, 0, reset, allowed=False)
+        return RateState(limit, max(0, limit - used), reset)
 
     async def peek(self, principal: Principal, *, now: float | None = None) -> RateState | None:
         limits = self.limits_for(principal)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import anyio
@@ -303,15 +303,23 @@ class SQLJobStore(ABC):
     async def revoke_api_key(self, key_id: str, *, now: int) -> bool:
         return await self.execute("revoke_api_key", {"key_id": key_id, "now": now}) > 0
 
+    def key_revocations(self) -> Hashable | None:
+        """A mark that changes whenever any process revokes a key, read without a trip to the
+        database, so that key look-ups may be cached; ``None``: this store has none (every
+        look-up asks the database)."""
+        return None
+
     async def count_active_api_keys(self) -> int:
         return int(await self._scalar("count_active_api_keys", {}) or 0)
 
     # -- rate limits ---------------------------------------------------------------------------
 
-    async def hit_rate_window(self, principal: str, *, window_start: int, limit: int) -> int | None:
-        """Count one execution in the principal's window starting ``window_start``: how many the
-        window holds now, or ``None`` (nothing counted) if it already held ``limit``."""
-        params = {"principal": principal, "window_start": window_start, "limit": limit}
+    async def hit_rate_window(
+        self, principal: str, *, window_start: int, limit: int, count: int = 1
+    ) -> int | None:
+        """Count ``count`` executions in the principal's window starting ``window_start``: how
+        many the window holds now, or ``None`` (nothing counted) if they would take it past ``limit``."""
+        params = {"principal": principal, "window_start": window_start, "limit": limit, "count": count}
         row = await self.fetch_one("hit_rate_window", params)
         return None if row is None else int(row[0])
 

@@ -15,13 +15,15 @@ import os
 import random
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit, rows
@@ -38,6 +40,7 @@ logger = logging.getLogger("conveyor.store")
 BUSY_TIMEOUT_MS = 250  # one attempt's wait for the write lock, on the connection's thread
 WATCH_INTERVAL_S = 0.05  # how often data_version is read: changes reach other processes this fast
 CHANGES_PAGE = 500
+REVOCATIONS_SUFFIX = ".keys-revoked"  # replaced on every revocation: caches of keys check it
 CLAIM_TIMEOUT_S = 0.5
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 # A full disk, I/O errors, a file that became read-only, unreadable or not a database any more.
@@ -241,6 +244,34 @@ class SQLiteJobStore(SQLJobStore):
         return job
 
     # -- changes made by other processes ------------------------------------------------------
+
+    # -- key revocations: a marker file beside the database ----------------------------------
+
+    async def revoke_api_key(self, key_id: str, *, now: int) -> bool:
+        # Marked before the commit too: a process that re-reads a key between the two marks
+        # reads it again after the second.
+        await anyio.to_thread.run_sync(self._mark_revocation)
+        revoked = await super().revoke_api_key(key_id, now=now)
+        await anyio.to_thread.run_sync(self._mark_revocation)
+        return revoked
+
+    def key_revocations(self) -> Hashable:
+        try:
+            found = os.stat(self._revocations_path)
+        except FileNotFoundError:
+            return "none yet"
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+    @property
+    def _revocations_path(self) -> str:
+        return self.path + REVOCATIONS_SUFFIX
+
+    def _mark_revocation(self) -> None:
+        """Replace the marker file: a new inode, so its mark changes even within one clock tick."""
+        draft = f"{self._revocations_path}.{os.getpid()}.{secrets.token_hex(4)}"
+        with open(draft, "w") as file:
+            file.write(f"{time.time_ns()}\n")
+        os.replace(draft, self._revocations_path)
 
     async def watch_changes(
         self,

@@ -42,12 +42,13 @@ UPDATE api_keys SET revoked_at = :now WHERE key_id = :key_id AND revoked_at IS N
 SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL;
 
 -- name: hit_rate_window
--- Count one execution in the principal's current window; no row: the window is full.
-INSERT INTO rate_windows AS w (principal, window_start, used) VALUES (:principal, :window_start, 1)
+-- Count :count executions (a process may take a block and hand it out itself) in the
+-- principal's current window; no row: the window has no room for them.
+INSERT INTO rate_windows AS w (principal, window_start, used) VALUES (:principal, :window_start, :count)
 ON CONFLICT (principal) DO UPDATE
-SET used = CASE WHEN w.window_start = excluded.window_start THEN w.used + 1 ELSE 1 END,
+SET used = CASE WHEN w.window_start = excluded.window_start THEN w.used + :count ELSE :count END,
     window_start = excluded.window_start
-WHERE w.window_start <> excluded.window_start OR w.used < :limit
+WHERE w.window_start <> excluded.window_start OR w.used + :count <= :limit
 RETURNING used;
 
 -- name: peek_rate_window
