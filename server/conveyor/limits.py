@@ -121,6 +121,9 @@ class RateLimiter:
         if limits is None:
             return None
         window, limit = self._window(now), limits.requests_per_minute
+        lease = self._leases.get(principal.id)
+        if lease is not None and lease.window == window and lease.left > 0:  # no need to ask
+            return RateState(limit, max(0, limit - lease.used + lease.left), window + self.WINDOW_SECONDS)
         used = await self.windows.peek_rate_window(principal.id, window_start=window)
         return RateState(limit, max(0, limit - used), window + self.WINDOW_SECONDS)
 

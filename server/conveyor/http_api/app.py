@@ -26,7 +26,7 @@ import conveyor
 from conveyor.auth import Principal
 from conveyor.errors import ConfigError, ConveyorError, MethodNotAllowed, RouteNotFound
 from conveyor.http_api.endpoints import ENDPOINTS, Endpoint
-from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, SessionQuota, session_manager
+from conveyor.http_api.mcp import MCP_PATH, HostCheck, SessionQuota, session_manager
 from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.middleware import Access, AccessRule, RequestContext
 from conveyor.http_api.models import JobEvent
@@ -86,7 +86,7 @@ def build_app(runtime: Runtime) -> Starlette:
             Middleware(RequestContext, metrics=metrics, route_of=route_of),
             Middleware(
                 Access,
-                verifier=ApiKeyVerifier(runtime.keys),
+                keys=runtime.keys,
                 host_check=HostCheck(runtime.settings),
                 limiter=runtime.limiter,
                 rules=rules,

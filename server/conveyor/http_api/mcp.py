@@ -13,7 +13,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.auth import ApiKeys, Principal
+from conveyor.auth import Principal
 from conveyor.errors import Forbidden, InvalidArguments, MisdirectedRequest, RateLimitExceeded, Unauthorized
 from conveyor.http_api.responses import error_response, request_id_of
 from conveyor.limits import RateLimiter
@@ -22,30 +22,24 @@ from conveyor.runtime import Runtime
 from conveyor.settings import Settings
 
 MCP_PATH = "/mcp"
+MAX_HOST_VERDICTS = 1024
 SESSION_HEADER = "mcp-session-id"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
-class ApiKeyVerifier:
-    """The SDK's ``TokenVerifier`` hook, answering from Conveyor's API keys."""
-
-    def __init__(self, keys: ApiKeys) -> None:
-        self.keys = keys
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        try:
-            principal = await self.keys.authenticate(token)
-        except Unauthorized:
-            return None
-        scopes = [f"role:{principal.role}"] + ([f"plan:{principal.plan}"] if principal.plan else [])
-        return AccessToken(token=token, client_id=principal.id, scopes=scopes)
-
-
-def principal_of_token(access: AccessToken) -> Principal:
-    values = dict(scope.split(":", 1) for scope in access.scopes if ":" in scope)
-    role = "admin" if values.get("role") == "admin" else "user"
-    plan = values.get("plan")
-    return Principal(access.client_id, role, plan if plan in ("free", "pro", "enterprise") else None)  # type: ignore[arg-type]
+def access_token(token: str, principal: Principal) -> AccessToken:
+    """What the SDK's own bearer auth would put on the request for this key: /mcp binds
+    sessions to its client id. Made from an authenticated principal, so not validated again."""
+    scopes = [f"role:{principal.role}"] + ([f"plan:{principal.plan}"] if principal.plan else [])
+    return AccessToken.model_construct(
+        token=token,
+        client_id=principal.id,
+        scopes=scopes,
+        expires_at=None,
+        resource=None,
+        subject=None,
+        claims=None,
+    )
 
 
 def principal_of_request(ctx: ServerRequestContext[Any, Any]) -> Principal:
@@ -74,15 +68,26 @@ class HostCheck:
 
     def __init__(self, settings: Settings) -> None:
         self._check = TransportSecurityMiddleware(transport_security(settings))
+        # The verdict depends on these headers alone: worked out once per distinct set of them.
+        self._verdicts: dict[tuple[bool, str | None, str | None, str | None], int | None] = {}
 
     async def verify(self, scope: Scope) -> None:
-        request = Request(scope)
-        refusal = await self._check.validate_request(request, is_post=request.method == "POST")
-        if refusal is None:
+        headers = Headers(scope=scope)
+        is_post = scope["method"] == "POST"
+        seen = (is_post, headers.get("host"), headers.get("origin"), headers.get("content-type"))
+        if seen in self._verdicts:
+            status = self._verdicts[seen]
+        else:
+            refusal = await self._check.validate_request(Request(scope), is_post=is_post)
+            status = None if refusal is None else refusal.status_code
+            if len(self._verdicts) >= MAX_HOST_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[seen] = status
+        if status is None:
             return
-        if refusal.status_code == 421:
-            raise MisdirectedRequest(f"Host {request.headers.get('host')!r} is not allowed")
-        if refusal.status_code == 403:
+        if status == 421:
+            raise MisdirectedRequest(f"Host {headers.get('host')!r} is not allowed")
+        if status == 403:
             raise Forbidden("This Origin may not call /mcp")
         raise InvalidArguments(
             "MCP messages are sent as application/json",

@@ -1,8 +1,7 @@
 """Pure ASGI middleware (so streams stay streams): request ids and the safety net, then access.
 
 ``RequestContext`` gives every response an ``X-Request-Id``, turns anything unexpected into
-a coded 500, and records request metrics. ``Access`` authenticates the Bearer key (through
-the SDK's token-verifier hook), enforces roles, counts executions against the rate limit,
+a coded 500, and records request metrics. ``Access`` authenticates the Bearer key, enforces roles, counts executions against the rate limit,
 and adds the ``X-RateLimit-*`` headers.
 """
 
@@ -21,7 +20,7 @@ from starlette.authentication import AuthCredentials
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.auth import Principal
+from conveyor.auth import ApiKeys, Principal
 from conveyor.errors import (
     ConveyorError,
     Forbidden,
@@ -30,7 +29,7 @@ from conveyor.errors import (
     RateLimitExceeded,
     Unauthorized,
 )
-from conveyor.http_api.mcp import MCP_PATH, ApiKeyVerifier, HostCheck, principal_of_token
+from conveyor.http_api.mcp import MCP_PATH, HostCheck, access_token
 from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.responses import JSONResponse, error_response
 from conveyor.limits import RateLimiter, RateState
@@ -86,7 +85,7 @@ class Access:
         self,
         app: ASGIApp,
         *,
-        verifier: ApiKeyVerifier,
+        keys: ApiKeys,
         host_check: HostCheck,
         limiter: RateLimiter,
         rules: dict[tuple[str, str], AccessRule],
@@ -94,7 +93,7 @@ class Access:
         max_json_depth: int,
     ) -> None:
         self.app = app
-        self.verifier = verifier
+        self.keys = keys
         self.host_check = host_check
         self.limiter = limiter
         self.rules = rules
@@ -150,12 +149,10 @@ class Access:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
-        access = await self.verifier.verify_token(token.strip())
-        if access is None:
-            raise Unauthorized("Invalid or revoked API key")
-        principal = principal_of_token(access)
+        principal = await self.keys.authenticate(token.strip())
         scope["state"]["principal"] = principal
         # What the SDK's own auth middleware would set: /mcp binds sessions to this user.
+        access = access_token(token.strip(), principal)
         scope["user"] = AuthenticatedUser(access)
         scope["auth"] = AuthCredentials(access.scopes)
         return principal
