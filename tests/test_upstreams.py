@@ -24,7 +24,7 @@ from conveyor.jobs.models import JobStatus
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import UpstreamConfig
-from conveyor.upstreams.tools import tool_name
+from conveyor.toolkit import served_name as tool_name
 from tests.conftest import ERAS, make_settings
 from tests.serve_process import REPO, conveyor_worker, env_with_testkit
 

@@ -12,8 +12,6 @@ import logging
 from functools import cached_property
 from typing import Any, Protocol
 
-import jsonschema
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ValidationError
 
 from conveyor.errors import InvalidArguments
@@ -67,6 +65,9 @@ class SchemaArguments:
 
     @cached_property
     def _validator(self) -> Any:
+        import jsonschema  # only servers with tools of another's schema pay for its import
+        from jsonschema.exceptions import SchemaError
+
         try:
             cls = jsonschema.validators.validator_for(self.original, default=jsonschema.Draft202012Validator)
             cls.check_schema(self.original)
@@ -109,7 +110,7 @@ def _describe(error: Any) -> dict[str, Any]:
     return {"argument": argument, "message": message, "type": kind}
 
 
-def _describe_schema_error(error: jsonschema.ValidationError) -> dict[str, Any]:
+def _describe_schema_error(error: Any) -> dict[str, Any]:  # a jsonschema.ValidationError
     path = [str(part) for part in error.absolute_path]
     argument = path[0] if path else None
     if error.validator == "required" and not path:

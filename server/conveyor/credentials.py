@@ -14,17 +14,19 @@ kept in the database would protect nothing, so there the setting is required.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ExecutionError, InvalidArguments
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 logger = logging.getLogger("conveyor.credentials")
 
@@ -36,7 +38,8 @@ class CredentialVault:
     """Seals a job's credentials for the store, and opens them for its run."""
 
     def __init__(self, key: str | None = None, *, key_file: Path | None = None) -> None:
-        self._fernet = Fernet(key.encode()) if key is not None else None
+        self._key = key.encode() if key is not None else None
+        self._fernet: Fernet | None = None
         self._key_file = key_file  # where a key is made on first use, when none was given
         self._lock = threading.Lock()
 
@@ -57,6 +60,8 @@ class CredentialVault:
             "This job's credentials cannot be read with this server's credentials_key",
             suggested_fix="Give every server and worker the same credentials_key, then submit the job again.",
         )
+        from cryptography.fernet import InvalidToken
+
         try:
             opened = json.loads(self._cipher(making=False).decrypt(sealed.encode()))
         except (InvalidToken, ValueError, InvalidArguments):  # no key, another key, a damaged token
@@ -67,10 +72,15 @@ class CredentialVault:
         return credentials
 
     def _cipher(self, *, making: bool) -> Fernet:
+        # Imported on first use: a server that never sees credentials does not pay for it.
+        from cryptography.fernet import Fernet
+
         if self._fernet is None:
             with self._lock:
-                if self._fernet is None and self._key_file is not None:
-                    self._fernet = Fernet(_read_or_make_key(self._key_file, making=making))
+                if self._fernet is None and self._key is None and self._key_file is not None:
+                    self._key = _read_or_make_key(self._key_file, making=making)
+                if self._fernet is None and self._key is not None:
+                    self._fernet = Fernet(self._key)
         if self._fernet is None:
             raise InvalidArguments(
                 "This server takes no credentials: it has no credentials_key",
@@ -108,7 +118,7 @@ def _read_or_make_key(path: Path, *, making: bool) -> bytes:
     draft = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as file:
-        file.write(Fernet.generate_key() + b"\n")
+        file.write(base64.urlsafe_b64encode(os.urandom(32)) + b"\n")  # a Fernet key
         file.flush()
         os.fsync(file.fileno())
     try:

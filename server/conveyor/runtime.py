@@ -19,10 +19,8 @@ from conveyor.jobs.engine import JobEngine
 from conveyor.jobs.sql_store import SQLJobStore
 from conveyor.jobs.sqlite_store import SQLiteJobStore
 from conveyor.limits import OpenStreams, RateLimiter
-from conveyor.openapi_toolkits import load_toolkit as load_openapi_toolkit
 from conveyor.registry import Registry
 from conveyor.settings import Settings, is_postgres_url
-from conveyor.upstreams import Upstreams
 from conveyor.webhooks import Webhooks
 
 logger = logging.getLogger("conveyor.runtime")
@@ -61,6 +59,13 @@ async def open_tools(settings: Settings, registry: Registry | None = None) -> As
     fails the start), and each upstream server's tools listed (those that answered within the
     connect timeout) and kept up to date for as long as this is open."""
     registry = registry or Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    if not (settings.openapi or settings.upstreams):  # nothing more to import, connect or follow
+        yield registry
+        return
+    # Imported here: a server without them does not pay for the HTTP and MCP client stacks.
+    from conveyor.openapi_toolkits import load_toolkit as load_openapi_toolkit
+    from conveyor.upstreams import Upstreams
+
     for api in settings.openapi:
         toolkit = await load_openapi_toolkit(api, max_result_bytes=settings.max_result_bytes)
         registry.add(toolkit, origin=f"openapi {api.name}")

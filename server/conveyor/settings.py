@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.fernet import Fernet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -220,6 +219,8 @@ class Settings(BaseModel):
     @classmethod
     def _a_fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
+            from cryptography.fernet import Fernet  # only a server given a key pays for the import
+
             try:
                 Fernet(value.get_secret_value().encode())
             except ValueError:

@@ -7,6 +7,7 @@ the executor's job.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable
@@ -265,3 +266,19 @@ def _output_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
     if inspect.isclass(returns) and issubclass(returns, BaseModel):
         return returns
     return None
+
+
+MAX_WIRE_NAME = 64
+_OUTSIDE_WIRE_ALPHABET = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def served_name(toolkit: str, upstream_name: str) -> str:
+    """The name part (after ``<toolkit>_``) a tool defined elsewhere (an upstream server's, an
+    OpenAPI operation) is served under: characters outside ``[a-zA-Z0-9_-]`` become ``_``, and a
+    name too long for 64 characters in all is cut, with a stable hash of the original."""
+    name = _OUTSIDE_WIRE_ALPHABET.sub("_", upstream_name) or "_"
+    room = MAX_WIRE_NAME - len(toolkit) - 1
+    if len(name) > room:
+        digest = hashlib.sha256(upstream_name.encode()).hexdigest()[:8]
+        name = f"{name[: room - 9]}_{digest}"
+    return name

@@ -19,8 +19,7 @@ from conveyor.errors import ConfigError
 from conveyor.openapi_toolkits import calls, spec
 from conveyor.openapi_toolkits.operations import Operation, operations
 from conveyor.settings import OpenAPIConfig
-from conveyor.toolkit import Tool, Toolkit
-from conveyor.upstreams.tools import tool_name
+from conveyor.toolkit import Tool, Toolkit, served_name
 
 __all__ = ["load_toolkit"]
 
@@ -60,7 +59,7 @@ async def load_toolkit(config: OpenAPIConfig, *, max_result_bytes: int) -> Toolk
         lifespan=shared_client,
     )
     for operation in operations(document, toolkit=config.name):
-        name = tool_name(config.name, operation.key)
+        name = served_name(config.name, operation.key)
         if name in toolkit.tools:
             raise ConfigError(
                 f"openapi {config.name}: two operations are served as {config.name}_{name} "

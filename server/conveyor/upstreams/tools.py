@@ -9,8 +9,6 @@ text), and ``isError`` as an ``EXECUTION_ERROR`` carrying the upstream's text.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,22 +16,9 @@ import mcp_types as types
 
 from conveyor.context import ToolContext
 from conveyor.errors import ExecutionError
-from conveyor.toolkit import Tool, ToolAnnotations, Toolkit
-
-MAX_WIRE_NAME = 64
-_OUTSIDE = re.compile(r"[^a-zA-Z0-9_-]")
+from conveyor.toolkit import Tool, ToolAnnotations, Toolkit, served_name
 
 Forward = Callable[[str, dict[str, Any], ToolContext], Awaitable[Any]]
-
-
-def tool_name(toolkit: str, upstream_name: str) -> str:
-    """The name part (after ``<toolkit>_``) an upstream tool is served under."""
-    name = _OUTSIDE.sub("_", upstream_name) or "_"
-    room = MAX_WIRE_NAME - len(toolkit) - 1
-    if len(name) > room:
-        digest = hashlib.sha256(upstream_name.encode()).hexdigest()[:8]
-        name = f"{name[: room - 9]}_{digest}"
-    return name
 
 
 def define(toolkit: Toolkit, listed: list[types.Tool], forward: Forward) -> tuple[dict[str, Tool], list[str]]:
@@ -42,7 +27,7 @@ def define(toolkit: Toolkit, listed: list[types.Tool], forward: Forward) -> tupl
     tools: dict[str, Tool] = {}
     clashes = []
     for upstream_tool in listed:
-        name = tool_name(toolkit.name, upstream_tool.name)
+        name = served_name(toolkit.name, upstream_tool.name)
         if name in tools:
             clashes.append(upstream_tool.name)
             continue
