@@ -24,7 +24,7 @@ from conveyor.jobs.models import JobStatus
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import UpstreamConfig
-from conveyor.toolkit import served_name as tool_name
+from conveyor.toolkit import served_name
 from tests.conftest import ERAS, make_settings
 from tests.serve_process import REPO, conveyor_worker, env_with_testkit
 
@@ -299,12 +299,12 @@ def _alive(pid: int) -> bool:
 
 
 def test_served_names_keep_to_the_wire_alphabet_and_64_characters() -> None:
-    assert tool_name("up", "get.weather now") == "get_weather_now"
+    assert served_name("up", "get.weather now") == "get_weather_now"
     long = "x" * 100
-    shortened = tool_name("up", long)
+    shortened = served_name("up", long)
     assert len(f"up_{shortened}") == 64
-    assert shortened == tool_name("up", long)  # stable: the same upstream tool, the same name
-    assert tool_name("up", "x" * 99 + "y") != shortened
+    assert shortened == served_name("up", long)  # stable: the same upstream tool, the same name
+    assert served_name("up", "x" * 99 + "y") != shortened
 
 
 async def test_a_worker_process_runs_upstream_jobs_and_a_cancel_from_the_front_stops_them_upstream(

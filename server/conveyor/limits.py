@@ -96,8 +96,8 @@ class RateLimiter:
             return None
         window, limit = self._window(now), limits.requests_per_minute
         reset = window + self.WINDOW_SECONDS
-        lease = self._leases.get(principal.id)
-        if lease is not None and lease.window == window and lease.left > 0:
+        lease = self._lease(principal, window)
+        if lease is not None:
             lease.left -= 1
             return RateState(limit, max(0, limit - lease.used + lease.left), reset)
         block = _block(limit)
@@ -121,11 +121,16 @@ class RateLimiter:
         if limits is None:
             return None
         window, limit = self._window(now), limits.requests_per_minute
-        lease = self._leases.get(principal.id)
-        if lease is not None and lease.window == window and lease.left > 0:  # no need to ask
+        lease = self._lease(principal, window)
+        if lease is not None:  # no need to ask the database
             return RateState(limit, max(0, limit - lease.used + lease.left), window + self.WINDOW_SECONDS)
         used = await self.windows.peek_rate_window(principal.id, window_start=window)
         return RateState(limit, max(0, limit - used), window + self.WINDOW_SECONDS)
+
+    def _lease(self, principal: Principal, window: int) -> _Lease | None:
+        """The principal's block of counts in this window, if this process has some left."""
+        lease = self._leases.get(principal.id)
+        return lease if lease is not None and lease.window == window and lease.left > 0 else None
 
     def _window(self, now: float | None) -> int:
         now = time.time() if now is None else now

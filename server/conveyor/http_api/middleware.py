@@ -147,12 +147,13 @@ class Access:
     async def _authenticate(self, scope: Scope) -> Principal:
         header = Headers(scope=scope).get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
-        principal = await self.keys.authenticate(token.strip())
+        principal = await self.keys.authenticate(token)
         scope["state"]["principal"] = principal
         # What the SDK's own auth middleware would set: /mcp binds sessions to this user.
-        access = access_token(token.strip(), principal)
+        access = access_token(token, principal)
         scope["user"] = AuthenticatedUser(access)
         scope["auth"] = AuthCredentials(access.scopes)
         return principal
