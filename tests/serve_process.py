@@ -19,10 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+
+from conveyor import strict_json
 
 KEY = re.compile(r"^\s+(cvk_[A-Za-z0-9_-]+)\s*$")
 LISTENING = re.compile(r"action=http\.listening .*\bport=(\d+)")
@@ -54,6 +57,20 @@ def env_with_testkit(**settings: str) -> dict[str, str]:
     }
     env.update({f"CONVEYOR_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+def stdio_exchange(process: Process) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    """``ask(line)``: send one line to a stdio server and read the one-line JSON answer."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    stdin, replies = process.stdin, BufferedByteReceiveStream(process.stdout)
+
+    async def ask(line: str) -> dict[str, Any]:
+        await stdin.send(line.encode() + b"\n")
+        answer: dict[str, Any] = strict_json.loads(await replies.receive_until(b"\n", 1 << 20))
+        return answer
+
+    return ask
 
 
 @asynccontextmanager

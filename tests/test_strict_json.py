@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, PARSE_ERROR
@@ -29,7 +28,7 @@ from tests.http_helpers import error_of, ok
 from tests.live_server import LiveServer
 from tests.mcp_calls import call, call_error
 from tests.raw_mcp import LEGACY, RawError, raw_client
-from tests.serve_process import REPO, env_with_testkit, server_env
+from tests.serve_process import REPO, env_with_testkit, server_env, stdio_exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -158,15 +157,7 @@ async def test_mcp_over_stdio_answers_a_line_that_is_not_strict_json_and_serves_
         command, env={**server_env(), **env_with_testkit()}, cwd=str(REPO), stderr=subprocess.DEVNULL
     )
     async with process:
-        assert process.stdin is not None
-        assert process.stdout is not None
-        replies = BufferedByteReceiveStream(process.stdout)
-
-        async def ask(line: str) -> dict[str, Any]:
-            await process.stdin.send(line.encode() + b"\n")  # type: ignore[union-attr]
-            answer: dict[str, Any] = strict_json.loads(await replies.receive_until(b"\n", 1 << 20))
-            return answer
-
+        ask = stdio_exchange(process)
         with anyio.fail_after(20):
             nan = await ask('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": NaN}}')
             surrogate = await ask(
@@ -178,7 +169,7 @@ async def test_mcp_over_stdio_answers_a_line_that_is_not_strict_json_and_serves_
                 '"io.modelcontextprotocol/protocolVersion": "2026-07-28", '
                 '"io.modelcontextprotocol/clientCapabilities": {}}}}'
             )
-            await process.stdin.aclose()
+            await process.stdin.aclose()  # type: ignore[union-attr]
             assert await process.wait() == 0
     assert (nan["id"], nan["error"]["code"]) == (1, PARSE_ERROR)
     assert (surrogate["id"], surrogate["error"]["code"]) == ("two", INVALID_PARAMS)
