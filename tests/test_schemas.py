@@ -183,6 +183,7 @@ async def test_a_client_in_strict_mode_submits_a_job_with_arguments_through_argu
             "webhook_url": None,
             "wait_seconds": 5,
             "credentials": None,
+            "version": None,
         }
         jsonschema.validate(sent, strict)
         job = await call(client, "jobs_submit", sent)

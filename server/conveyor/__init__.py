@@ -2,8 +2,18 @@
 
 from conveyor.context import ToolContext
 from conveyor.errors import ConveyorError, ToolError
+from conveyor.secret_arguments import Secret
 from conveyor.toolkit import RetryPolicy, Tool, Toolkit
 
 __version__ = "0.1.0"
 
-__all__ = ["ConveyorError", "RetryPolicy", "Tool", "ToolContext", "ToolError", "Toolkit", "__version__"]
+__all__ = [
+    "ConveyorError",
+    "RetryPolicy",
+    "Secret",
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "Toolkit",
+    "__version__",
+]

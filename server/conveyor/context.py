@@ -14,6 +14,7 @@ import anyio.from_thread
 
 from conveyor.errors import Canceled
 from conveyor.progress import Progress, ProgressRelay
+from conveyor.secret_arguments import redacted_fields
 
 logger = logging.getLogger("conveyor.tool")
 
@@ -42,6 +43,7 @@ class ToolContext:
         self.trace_id = trace_id
         self.step_results: list[dict[str, Any]] = []
         self.state: Any = None  # what the toolkit's lifespan yielded
+        self.settings: Any = None  # the toolkit's own settings ([toolkit_settings.<toolkit>]), if it has some
         self._relay = relay
         self._cancel = cancel
         self._loop_thread = threading.get_ident()
@@ -64,6 +66,8 @@ class ToolContext:
         self.step_results.append({"step": name, "result": result})
 
     def log(self, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        # The message is redacted of secret arguments as the record is made; the fields join it after.
+        fields = redacted_fields(fields)
         logger.log(
             level, message, extra={"action": "tool.log", "tool": self.tool, "job_id": self.job_id, **fields}
         )

@@ -4,7 +4,8 @@ a call), which the tool reads from ``ctx.credentials``.
 A direct run keeps them in memory only. A job must keep them until a worker runs it, perhaps in
 another process after a restart: the store holds them sealed (Fernet: AES-128-CBC and
 HMAC-SHA256) with a server key, bound to their job, and erases them when the job ends (a trigger
-in each store's schema). They are never part of a job view, a log line or a webhook.
+in each store's schema). They are never part of a job view, a log line or a webhook. A job's
+secret arguments (``secret_arguments.py``) are sealed with them, in the same token.
 
 The key comes from the ``credentials_key`` setting. Without it, a SQLite database gets one made
 on first use, kept beside the database file (owner-only), with a warning: whoever can read both
@@ -49,13 +50,32 @@ class CredentialVault:
             return cls(key)
         return cls(key_file=Path(db).with_name(Path(db).name + KEY_FILE_SUFFIX))
 
-    def seal(self, job_id: str, credentials: Mapping[str, str]) -> str:
-        """The credentials as the store keeps them: a token only this server's key opens, and
-        only for this job."""
-        plain = json.dumps({"job_id": job_id, "credentials": dict(credentials)}).encode()
-        return self._cipher(making=True).encrypt(plain).decode()
+    def seal(
+        self, job_id: str, credentials: Mapping[str, str], secret_arguments: Mapping[str, Any] | None = None
+    ) -> str:
+        """The credentials (and the job's secret arguments, ``secret_arguments.py``) as the store
+        keeps them: a token only this server's key opens, and only for this job."""
+        sealed: dict[str, Any] = {"job_id": job_id, "credentials": dict(credentials)}
+        if secret_arguments:
+            sealed["arguments"] = dict(secret_arguments)
+        try:
+            cipher = self._cipher(making=True)
+        except InvalidArguments:
+            if credentials or not secret_arguments:
+                raise
+            raise InvalidArguments(
+                "This server cannot keep a job's secret arguments: it has no credentials_key",
+                argument=sorted(secret_arguments)[0],
+                suggested_fix="Call the tool directly (a direct call stores nothing), or ask the "
+                "operator to set credentials_key (the same on every server and worker).",
+            ) from None
+        return cipher.encrypt(json.dumps(sealed).encode()).decode()
 
     def open(self, job_id: str, sealed: str) -> dict[str, str]:
+        return self.unseal(job_id, sealed)[0]
+
+    def unseal(self, job_id: str, sealed: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """A job's credentials and its secret arguments, for its run."""
         failed = ExecutionError(
             "This job's credentials cannot be read with this server's credentials_key",
             suggested_fix="Give every server and worker the same credentials_key, then submit the job again.",
@@ -69,7 +89,7 @@ class CredentialVault:
         if opened.get("job_id") != job_id:  # a token copied onto another job's row
             raise failed
         credentials: dict[str, str] = opened["credentials"]
-        return credentials
+        return credentials, opened.get("arguments", {})
 
     def _cipher(self, *, making: bool) -> Fernet:
         # Imported on first use: a server that never sees credentials does not pay for it.

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -20,11 +20,15 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from conveyor import strict_json
+from conveyor.auth import Principal
 from conveyor.context import ToolContext
+from conveyor.credentials import redact
 from conveyor.errors import ConveyorError, ExecutionError, ExecutionTimeout, InvalidArguments, PayloadTooLarge
 from conveyor.progress import ProgressRelay, ProgressSink
 from conveyor.registry import Registry
+from conveyor.secret_arguments import redacted_error, redacted_progress, redacting_logs, secret_values
 from conveyor.toolkit import Tool
+from conveyor.toolkit_settings import ToolkitConfig, configure
 
 logger = logging.getLogger("conveyor.executor")
 
@@ -46,22 +50,42 @@ class Outcome:
     result: Any
     execution_time_ms: int
     step_results: list[dict[str, Any]]
+    version: str | None = None  # the tool's version that ran
 
 
 class Executor:
-    def __init__(self, registry: Registry, limits: ExecutionLimits | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        limits: ExecutionLimits | None = None,
+        toolkit_configs: Mapping[str, ToolkitConfig] | None = None,
+    ) -> None:
         self.registry = registry
         self.limits = limits or ExecutionLimits()
         self._states: dict[str, Any] = {}
+        # Each toolkit's settings and allowed roles (``toolkit_settings.configure_all``); a toolkit
+        # not given here (say, an executor made by a test) gets its defaults when first run.
+        self._configs: dict[str, ToolkitConfig] = dict(toolkit_configs or {})
 
     def bind_toolkit_state(self, toolkit: str, state: Any) -> None:
         """What a toolkit's lifespan yielded; tools see it as ``ctx.state``."""
         self._states[toolkit] = state
 
-    def validate(self, tool_name: str, arguments: Any) -> tuple[Tool, dict[str, Any]]:
-        """Look the tool up and check its arguments, without running anything: the tool, and
-        the keyword arguments of its function."""
-        tool = self.registry.get(tool_name)
+    def config_of(self, tool: Tool) -> ToolkitConfig:
+        config = self._configs.get(tool.toolkit)
+        if config is None:
+            config = self._configs[tool.toolkit] = configure(tool.toolkit_ref, None)
+        return config
+
+    def validate(
+        self, tool_name: str, arguments: Any, *, caller: Principal | None = None, version: str | None = None
+    ) -> tuple[Tool, dict[str, Any]]:
+        """Look the tool up, check that ``caller`` may run it (None: a trusted caller, such as a
+        job's run, admitted when it was submitted) and check its arguments, without running
+        anything: the tool (of ``version``, else the newest), and the keyword arguments of its
+        function."""
+        tool = self.registry.get(tool_name, version)
+        self.config_of(tool).admit(caller, tool=tool.wire_name, toolkit=tool.toolkit)
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, dict):
@@ -78,7 +102,11 @@ class Executor:
                 f"arguments are {size} bytes; the limit is {self.limits.max_argument_bytes}",
                 limit_bytes=self.limits.max_argument_bytes,
             )
-        return tool, tool.arguments.parse(text)
+        try:
+            return tool, tool.arguments.parse(text)
+        except InvalidArguments as exc:  # a validator's message may quote a value: never a secret one
+            redacted_error(exc, secret_values(arguments, tool.secret_arguments))
+            raise
 
     def timeout_ms_for(self, tool: Tool, requested_ms: int | None) -> int | None:
         if requested_ms is not None:
@@ -102,15 +130,62 @@ class Executor:
         cancel: threading.Event | None = None,
         shield_uncancellable: bool = True,
         credentials: Mapping[str, str] | None = None,
+        caller: Principal | None = None,
+        version: str | None = None,
     ) -> Outcome:
         """Run a tool once; raises a ``ConveyorError`` for every way a run can fail.
 
         ``cancel``, once set, makes the tool's ``ctx.check_cancelled()`` raise: the way to stop
         a sync tool, which no cancel scope can interrupt. A tool that is not ``cancellable`` is
         shielded from outside cancellation unless ``shield_uncancellable`` is False (a job's
-        engine, which never cancels such a run but to stop the process).
+        engine, which never cancels such a run but to stop the process). ``version``: the tool's
+        version to run (default: the newest).
+
+        A tool with secret arguments gets them in clear; its result, step results, progress,
+        errors and the log records made while it runs have their values redacted.
         """
-        tool, kwargs = self.validate(tool_name, arguments)
+        tool, kwargs = self.validate(tool_name, arguments, caller=caller, version=version)
+        hidden = secret_values(arguments, tool.secret_arguments)
+        if hidden and progress is not None:
+            progress = redacted_progress(progress, hidden)
+        run = self._run_checked(
+            tool,
+            kwargs,
+            timeout_ms=timeout_ms,
+            progress=progress,
+            progress_interval=progress_interval,
+            job_id=job_id,
+            trace_id=trace_id,
+            cancel=cancel,
+            shield_uncancellable=shield_uncancellable,
+            credentials=credentials,
+        )
+        if not hidden:
+            return await run
+        with redacting_logs(hidden):
+            try:
+                outcome = await run
+            except ConveyorError as exc:
+                raise redacted_error(exc, hidden) from None
+        return replace(
+            outcome, result=redact(outcome.result, hidden), step_results=redact(outcome.step_results, hidden)
+        )
+
+    async def _run_checked(
+        self,
+        tool: Tool,
+        kwargs: dict[str, Any],
+        *,
+        timeout_ms: int | None,
+        progress: ProgressSink | None,
+        progress_interval: float,
+        job_id: str | None,
+        trace_id: str | None,
+        cancel: threading.Event | None,
+        shield_uncancellable: bool,
+        credentials: Mapping[str, str] | None,
+    ) -> Outcome:
+        """``run``, once the tool is found and its arguments checked."""
         timeout = self.timeout_ms_for(tool, timeout_ms)
         # Only a tool that takes a ToolContext can report progress: the others need no relay.
         relay = (
@@ -125,6 +200,7 @@ class Executor:
             credentials=credentials,
         )
         ctx.state = self._states.get(tool.toolkit)
+        ctx.settings = self.config_of(tool).settings
         if tool.context_parameter:
             kwargs[tool.context_parameter] = ctx
         started = time.perf_counter()
@@ -148,7 +224,7 @@ class Executor:
         if failure is not None:
             raise _map_failure(tool, failure)
         steps = strict_json.sanitized(to_jsonable_python(ctx.step_results, fallback=repr))
-        return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, steps)
+        return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, steps, tool.version)
 
     async def _call_bounded(
         self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None, shield_uncancellable: bool

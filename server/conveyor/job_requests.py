@@ -33,6 +33,8 @@ async def submit_job(
         max_concurrent=runtime.limiter.max_concurrent_jobs(principal),
         dedupe=dedupe,
         credentials=request.credentials,
+        caller=principal,
+        version=request.version,
     )
     if request.wait_seconds:
         waited = await runtime.engine.wait(job.job_id, owner=principal.id, timeout_s=request.wait_seconds)

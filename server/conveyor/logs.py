@@ -25,7 +25,8 @@ class LogfmtFormatter(logging.Formatter):
         fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and k != "action"})
         line = " ".join(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
         if record.exc_info and self.tracebacks:
-            line += "\n" + self.formatException(record.exc_info)
+            # exc_text when set: a run's secrets are redacted from it (secret_arguments.py).
+            line += "\n" + (record.exc_text or self.formatException(record.exc_info))
         return line
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -23,6 +23,7 @@ import httpx2
 from conveyor.errors import AddressNotAllowed, ExecutionError, InvalidArguments, PayloadTooLarge
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL_LENGTH = 2000
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$"
@@ -112,8 +113,11 @@ def refusal(address: IPAddress) -> str | None:
     return next((reason for reason, applies in checks if applies), None)
 
 
-async def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
-    """The addresses to try for ``host``; unless allowed, all of them must be public.
+async def resolve(
+    host: str, port: int, *, allow_private: bool, allowed_networks: Collection[IPNetwork] = ()
+) -> list[str]:
+    """The addresses to try for ``host``; unless allowed, all of them must be public (or in one
+    of ``allowed_networks``: a trusted service's, say, without opening every private address).
 
     One private answer refuses the host, not just that address: a name that mixes public and
     private addresses is the shape of a rebinding attack.
@@ -126,10 +130,36 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
         addresses = list(dict.fromkeys(str(answer[4][0]) for answer in answers))
     if not allow_private:
         for address in addresses:
-            reason = refusal(ipaddress.ip_address(address))
-            if reason is not None:
+            ip = ipaddress.ip_address(address)
+            reason = refusal(ip)
+            if reason is not None and not any(ip in network for network in allowed_networks):
                 raise AddressNotAllowed(f"{host} resolves to {address}, {reason}")
     return addresses
+
+
+@dataclass(frozen=True, slots=True)
+class HostRules:
+    """Which hosts a request may reach by name, beside the address rules: a ``denied`` host never,
+    and, when ``allowed`` is not empty, only an allowed one. An entry is a host name or an IP
+    address, matched exactly, or ``*.example.com``: any name under example.com (not itself)."""
+
+    allowed: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+
+    def check(self, host: str) -> None:
+        """Raise ``AddressNotAllowed`` unless ``host`` (as ``_host_of`` gives it) may be reached."""
+        host = host.rstrip(".")
+        if any(_host_matches(host, entry) for entry in self.denied):
+            raise AddressNotAllowed(f"{host} is on the denied hosts list")
+        if self.allowed and not any(_host_matches(host, entry) for entry in self.allowed):
+            raise AddressNotAllowed(f"{host} is not on the allowed hosts list")
+
+
+def _host_matches(host: str, entry: str) -> bool:
+    entry = entry.strip().lower().strip("[]").rstrip(".")
+    if entry.startswith("*."):
+        return host.endswith(entry[1:])
+    return host == entry
 
 
 MAX_REDIRECTS = 5
@@ -159,15 +189,26 @@ async def request(
     allow_private: bool,
     max_body_bytes: int,
     max_redirects: int = MAX_REDIRECTS,
+    hosts: HostRules | None = None,
+    allowed_networks: Collection[IPNetwork] = (),
 ) -> Response:
     """Send a request through checked addresses, following up to ``max_redirects`` redirects
-    (each target resolved and checked again); the final response, its body read up to
-    ``max_body_bytes`` (more: ``PayloadTooLarge``). ``client`` must not follow redirects itself."""
+    (each target resolved and checked again, and its host against ``hosts``); the final response,
+    its body read up to ``max_body_bytes`` (more: ``PayloadTooLarge``). ``client`` must not follow
+    redirects itself."""
     target = httpx2.URL(url)
     sent_headers = dict(headers or {})
     for _ in range(max_redirects + 1):
+        if hosts is not None:
+            hosts.check(_host_of(target))
         response = await _send_pinned(
-            client, method, target, content=content, headers=sent_headers, allow_private=allow_private
+            client,
+            method,
+            target,
+            content=content,
+            headers=sent_headers,
+            allow_private=allow_private,
+            allowed_networks=allowed_networks,
         )
         try:
             location = response.headers.get("location")
@@ -212,12 +253,13 @@ async def _send_pinned(
     content: bytes | None,
     headers: Mapping[str, str],
     allow_private: bool,
+    allowed_networks: Collection[IPNetwork] = (),
 ) -> httpx2.Response:
     """Send to a checked address of ``target``'s host (the next one if a connection is refused),
     with its Host header and TLS server name; the response, streamed (the caller closes it)."""
     host = _host_of(target)
     port = target.port or (443 if target.scheme == "https" else 80)
-    addresses = await resolve(host, port, allow_private=allow_private)
+    addresses = await resolve(host, port, allow_private=allow_private, allowed_networks=allowed_networks)
     pinned_headers = {**headers, "Host": target.netloc.decode("ascii")}
     for index, address in enumerate(addresses):
         pinned = client.build_request(

@@ -87,7 +87,10 @@ def _move_to_description(node: dict[str, Any]) -> None:
         notes.append("not empty")
     notes += [text.format(_shown(node.pop(key))) for key, text in _STRICT_UNSUPPORTED.items() if key in node]
     form = node.get("format")
-    if isinstance(form, str) and form not in _STRICT_FORMATS:
+    # A secret keeps ``format: password`` beside ``writeOnly``: what form UIs render as a hidden
+    # field. Both only annotate; a strict client that does not take them drops them.
+    secret = form == "password" and node.get("writeOnly") is True
+    if isinstance(form, str) and form not in _STRICT_FORMATS and not secret:
         notes.append(f"format {node.pop('format')}")
     if not notes:
         return

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 
-from conveyor.errors import ConfigError, ToolNotFound
+from conveyor.errors import ConfigError, InvalidArguments, ToolNotFound
 from conveyor.tool_search import ToolIndex
 from conveyor.toolkit import Tool, Toolkit
 
@@ -138,11 +138,25 @@ class Registry:
             except Exception:  # one listener's failure must not keep the change from the others
                 logger.exception("registry listener failed", extra={"action": "registry.listener_failed"})
 
-    def get(self, wire_name: str) -> Tool:
+    def get(self, wire_name: str, version: str | None = None, *, newest_if_missing: bool = False) -> Tool:
+        """The tool; of ``version`` if given (else the newest). A version the tool lacks is
+        INVALID_ARGUMENTS, or with ``newest_if_missing`` the newest (a job that named no version,
+        run after an upgrade took away the one that was newest when it was submitted)."""
         try:
-            return self._tools[wire_name]
+            tool = self._tools[wire_name]
         except KeyError:
             raise ToolNotFound(f"Tool {wire_name!r} does not exist", tool=wire_name) from None
+        if version is None or version == tool.version:
+            return tool
+        found = tool.toolkit_ref.tool_versions.get(tool.name, {}).get(version)
+        if found is not None or newest_if_missing:
+            return found or tool
+        raise InvalidArguments(
+            f"Tool {wire_name} has no version {version!r}",
+            argument="version",
+            details={"versions": list(tool.versions)},
+            suggested_fix=f"Leave version out for the newest, or name one of: {', '.join(tool.versions)}.",
+        )
 
     def __contains__(self, wire_name: object) -> bool:
         return wire_name in self._tools

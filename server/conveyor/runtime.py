@@ -21,6 +21,7 @@ from conveyor.jobs.sqlite_store import SQLiteJobStore
 from conveyor.limits import OpenStreams, RateLimiter
 from conveyor.registry import Registry
 from conveyor.settings import Settings, is_postgres_url
+from conveyor.toolkit_settings import configure_all
 from conveyor.webhooks import Webhooks
 
 logger = logging.getLogger("conveyor.runtime")
@@ -128,7 +129,8 @@ async def open_runtime(
         stack.push_async_callback(store.close)
         # Upstream connections close after the engine's drain: the runs it lets finish need them.
         registry = await stack.enter_async_context(open_tools(settings, registry))
-        executor = Executor(registry, settings.execution_limits())
+        configs = configure_all(registry.toolkits, settings.toolkit_settings)
+        executor = Executor(registry, settings.execution_limits(), configs)
         for toolkit in registry.toolkits.values():
             if toolkit.lifespan is not None:
                 executor.bind_toolkit_state(

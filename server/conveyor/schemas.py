@@ -56,6 +56,9 @@ CREDENTIALS_DESCRIPTION = (
     "ends, then erases them."
 )
 
+MAX_VERSION_CHARS = 64
+VERSION_DESCRIPTION = "The version of the tool to run, as GET /tools lists them; left out: the newest."
+
 WAIT_DESCRIPTION = (
     "Seconds to wait for the job to finish before answering (at most 25). Leave it out unless "
     "your client waits longer than a few seconds for an answer: by default the answer comes soon "
@@ -95,6 +98,9 @@ class SubmitJobRequest(_Request):
     )
     credentials: Credentials | None = Field(
         None, max_length=MAX_CREDENTIALS, description=CREDENTIALS_DESCRIPTION, repr=False
+    )
+    version: str | None = Field(
+        None, min_length=1, max_length=MAX_VERSION_CHARS, description=VERSION_DESCRIPTION
     )
 
     _cap = field_validator("wait_seconds", mode="after")(_capped_wait)
@@ -157,6 +163,10 @@ class JobView(BaseModel):
     job_id: str
     status: JobStatus
     tool: str
+    version: str | None = Field(
+        None,
+        description="The version of the tool the job runs: the one its submit named, else the newest then.",
+    )
     created_at: int = Field(description="Unix time, seconds.")
     started_at: int | None = None
     completed_at: int | None = None
@@ -193,6 +203,7 @@ class JobView(BaseModel):
             "job_id": job.job_id,
             "status": str(job.status),
             "tool": job.tool,
+            "version": job.tool_version,
             "created_at": _seconds(job.created_at),
             "started_at": _seconds(job.started_at),
             "completed_at": _seconds(job.completed_at),
@@ -265,6 +276,9 @@ class ToolView(BaseModel):
     title: str
     description: str
     version: str
+    versions: list[str] = Field(
+        description="Every version of the tool served, newest first: a call or job may name one."
+    )
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None = None
     annotations: ToolAnnotationsView
@@ -282,6 +296,7 @@ class ToolView(BaseModel):
             "title": tool.title,
             "description": tool.description,
             "version": tool.version,
+            "versions": list(tool.versions),
             "input_schema": tool.input_schema,
             "output_schema": tool.output_schema,
             "annotations": {

@@ -208,6 +208,11 @@ class Settings(BaseModel):
         description="toolkits whose tools tools/list shows (the jobs_* and tools_search meta-tools always); "
         "unset: all. The others stay callable, and findable with tools_search",
     )
+    toolkit_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="each toolkit's own settings, by toolkit name (TOML [toolkit_settings.<name>] tables); "
+        "checked against the toolkit's settings model when it is loaded",
+    )
     credentials_key: SecretStr | None = Field(
         None,
         min_length=32,
@@ -230,10 +235,11 @@ class Settings(BaseModel):
                 ) from None
         return value
 
-    @field_validator("upstreams", "openapi", mode="before")
+    @field_validator("upstreams", "openapi", "toolkit_settings", mode="before")
     @classmethod
     def _tables_as_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value  # CONVEYOR_UPSTREAMS, CONVEYOR_OPENAPI
+        # CONVEYOR_UPSTREAMS, CONVEYOR_OPENAPI, CONVEYOR_TOOLKIT_SETTINGS
+        return json.loads(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _toolkit_names_unique(self) -> Settings:

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, create_model
 
 from conveyor.arguments import Arguments, ModelArguments, SchemaArguments
 from conveyor.context import ToolContext
 from conveyor.errors import ConfigError
 from conveyor.portable_schema import portable
+from conveyor.secret_arguments import secret_parameters
 
 WIRE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 RESERVED_PREFIXES = ("jobs", "tools")
@@ -93,6 +95,20 @@ class Tool:
         """Its results are JSON objects of a declared schema (MCP ``structuredContent``)."""
         return self.output_model is not None or self.declared_output is not None
 
+    @cached_property
+    def secret_arguments(self) -> frozenset[str]:
+        """The parameters marked secret (``Secret()``, ``SecretStr``): sealed in a job, redacted
+        from whatever a run shows (``secret_arguments``). A schema of another's (an upstream's,
+        an OpenAPI operation's) marks none: its ``writeOnly`` means other things there."""
+        if not isinstance(self.arguments, ModelArguments):
+            return frozenset()
+        return secret_parameters(self.input_schema)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every version of this tool its toolkit serves, newest first."""
+        return tuple(self.toolkit_ref.tool_versions.get(self.name, {self.version: self}))
+
     @classmethod
     def forwarding(
         cls,
@@ -137,7 +153,10 @@ class Toolkit:
     """A named set of tools, e.g. ``toolkit = Toolkit("github")`` then ``@toolkit.tool``.
 
     ``lifespan`` (optional) is entered once when the server starts; what it yields is
-    available to tools as ``ctx.state``.
+    available to tools as ``ctx.state``. ``settings`` (optional) is a pydantic model of the
+    toolkit's own settings, read from ``[toolkit_settings.<name>]`` and handed to tools as
+    ``ctx.settings``; ``allowed_roles`` the key roles that may call its tools over HTTP unless
+    that table says otherwise (None: every role). See ``conveyor.toolkit_settings``.
     """
 
     def __init__(
@@ -147,6 +166,8 @@ class Toolkit:
         description: str = "",
         version: str = "0.1.0",
         lifespan: AsyncLifespan | None = None,
+        settings: type[BaseModel] | None = None,
+        allowed_roles: tuple[str, ...] | None = None,
     ) -> None:
         if not re.fullmatch(r"[a-zA-Z0-9-]{1,32}", name):
             raise ConfigError(f"toolkit name {name!r} must be 1-32 letters, digits or '-'")
@@ -156,7 +177,12 @@ class Toolkit:
         self.description = description
         self.version = version
         self.lifespan = lifespan
-        self.tools: dict[str, Tool] = {}
+        self.settings_model = settings
+        self.allowed_roles = allowed_roles
+        self.tools: dict[str, Tool] = {}  # by name: the newest version of each
+        # Tools published in several versions (``@toolkit.tool(version=...)`` once per version),
+        # by name, then version, newest first. A tool of one version need not be here.
+        self.tool_versions: dict[str, dict[str, Tool]] = {}
 
     @overload
     def tool(self, func: F) -> F: ...
@@ -204,8 +230,13 @@ class Toolkit:
 
         def register(fn: F) -> F:
             tool_name = name or fn.__name__
-            if tool_name in self.tools:
-                raise ConfigError(f"toolkit {self.name!r} defines tool {tool_name!r} twice")
+            tool_version = version or self.version
+            same_name = self.tools.get(tool_name)
+            if same_name is not None and tool_version in same_name.versions:
+                raise ConfigError(
+                    f"toolkit {self.name!r} defines tool {tool_name!r} twice"
+                    f" (to publish several versions, give each its own version=)"
+                )
             wire = f"{self.name}_{tool_name}"
             if not WIRE_NAME.fullmatch(wire):  # checked before registering, so a refused tool leaves no trace
                 raise ConfigError(f"tool name {wire!r} must match {WIRE_NAME.pattern}")
@@ -214,7 +245,7 @@ class Toolkit:
             if timeout_ms is not None and timeout_ms <= 0:
                 raise ConfigError(f"tool {self.name}_{tool_name}: timeout_ms must be positive")
             arguments_model, context_parameter = _arguments_model(fn, f"{self.name}_{tool_name}")
-            self.tools[tool_name] = Tool(
+            tool = Tool(
                 toolkit=self.name,
                 name=tool_name,
                 func=fn,
@@ -228,7 +259,7 @@ class Toolkit:
                     idempotent=idempotent or read_only,
                     open_world=open_world,
                 ),
-                version=version or self.version,
+                version=tool_version,
                 timeout_ms=timeout_ms,
                 cancellable=cancellable,
                 retry=retry,
@@ -238,9 +269,25 @@ class Toolkit:
                 is_async=inspect.iscoroutinefunction(fn),
                 toolkit_ref=self,
             )
+            if same_name is None:
+                self.tools[tool_name] = tool
+            else:
+                self._add_version(same_name, tool)
             return fn
 
         return register(func) if func is not None else register
+
+    def _add_version(self, published: Tool, tool: Tool) -> None:
+        """Another version of a published tool: both kept, the newest the one ``tools`` names."""
+        versions = {**self.tool_versions.get(tool.name, {published.version: published}), tool.version: tool}
+        try:
+            order = sorted(versions, key=Version, reverse=True)
+        except InvalidVersion as exc:
+            raise ConfigError(
+                f"tool {self.name}_{tool.name}: versions must be comparable (PEP 440, such as 1.2.0): {exc}"
+            ) from None
+        self.tool_versions[tool.name] = {number: versions[number] for number in order}
+        self.tools[tool.name] = versions[order[0]]
 
 
 def _arguments_model(fn: Callable[..., Any], model_name: str) -> tuple[type[BaseModel], str | None]:

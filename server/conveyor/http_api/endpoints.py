@@ -118,13 +118,19 @@ async def execute_tool(request: Request, runtime: Runtime, principal: Principal 
                 "arguments": body.arguments,
                 "timeout_ms": body.timeout_ms,
                 "credentials": body.credentials,
+                "version": body.version,
             }
         )
         return await _submit(runtime, _principal(principal), job)
     try:
         with runtime.limiter.direct_run(_principal(principal)):
             outcome = await runtime.executor.run(
-                body.tool, body.arguments, timeout_ms=body.timeout_ms, credentials=body.credentials
+                body.tool,
+                body.arguments,
+                timeout_ms=body.timeout_ms,
+                credentials=body.credentials,
+                caller=_principal(principal),
+                version=body.version,
             )
     except ConveyorError as exc:
         status = "timeout" if exc.http_status == 504 else "error"
@@ -134,6 +140,7 @@ async def execute_tool(request: Request, runtime: Runtime, principal: Principal 
         "status": "success",
         "result": outcome.result,
         "execution_time_ms": outcome.execution_time_ms,
+        "version": outcome.version,  # after the seed's fields
     }
     return JSONResponse(answer)
 

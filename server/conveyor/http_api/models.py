@@ -9,7 +9,15 @@ from pydantic.config import JsonDict
 
 from conveyor.executor import MAX_TIMEOUT_MS
 from conveyor.jobs.models import WebhookEvent
-from conveyor.schemas import CREDENTIALS_DESCRIPTION, MAX_CREDENTIALS, Credentials, JobView, ToolView
+from conveyor.schemas import (
+    CREDENTIALS_DESCRIPTION,
+    MAX_CREDENTIALS,
+    MAX_VERSION_CHARS,
+    VERSION_DESCRIPTION,
+    Credentials,
+    JobView,
+    ToolView,
+)
 
 ANY_JSON: JsonDict = {"type": ["object", "array", "string", "number", "boolean", "null"]}
 
@@ -31,6 +39,9 @@ class ExecuteToolRequest(BaseModel):
     credentials: Credentials | None = Field(
         None, max_length=MAX_CREDENTIALS, description=CREDENTIALS_DESCRIPTION, repr=False
     )
+    version: str | None = Field(
+        None, min_length=1, max_length=MAX_VERSION_CHARS, description=VERSION_DESCRIPTION
+    )
 
 
 class ExecuteToolResponse(BaseModel):
@@ -38,6 +49,7 @@ class ExecuteToolResponse(BaseModel):
     status: Literal["success"]
     result: Any = Field(json_schema_extra=ANY_JSON)
     execution_time_ms: int
+    version: str | None = Field(None, description="The version of the tool that ran.")  # after the seed's fields
 
 
 class JobAccepted(JobView):

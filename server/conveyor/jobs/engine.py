@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from conveyor.auth import Principal
 from conveyor.credentials import CredentialVault
 from conveyor.errors import (
     CannotCancelRunning,
@@ -47,6 +48,8 @@ from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord, 
 from conveyor.jobs.store import JobStore
 from conveyor.outbound import check_url
 from conveyor.progress import Progress
+from conveyor.secret_arguments import restore as restore_secrets
+from conveyor.secret_arguments import split as split_secrets
 from conveyor.toolkit import RetryPolicy, Tool
 
 logger = logging.getLogger("conveyor.jobs")
@@ -146,7 +149,11 @@ class JobEngine:
         registry = self.executor.registry
         version, names = self._tools_seen
         if version != registry.version:
-            names = tuple(tool.wire_name for tool in registry)
+            # Each tool by name, and each of its versions as tool@version: jobs that named a
+            # version are claimed only by a worker that has it (``claim_name``).
+            names = tuple(tool.wire_name for tool in registry) + tuple(
+                f"{tool.wire_name}@{number}" for tool in registry for number in tool.versions
+            )
             self._tools_seen = (registry.version, names)
         return names
 
@@ -167,26 +174,36 @@ class JobEngine:
         ttl_ms: int | None = None,
         dedupe: bool = False,
         credentials: Mapping[str, str] | None = None,
+        caller: Principal | None = None,
+        version: str | None = None,
     ) -> Job:
-        """Validate, commit, wake a worker; the job is durable once this returns.
+        """Validate (``caller`` may run the tool: see ``Executor.validate``), commit, wake a
+        worker; the job is durable once this returns.
 
         A submit that repeats an earlier one answers that job (``reused``): one with the same
         idempotency key, or, with ``dedupe`` and no key, an identical job of the owner that is
         still queued or running (a client that timed out and asked again starts nothing twice).
-        ``credentials`` are kept sealed until the job ends, for its run alone.
+        ``credentials``, and the arguments the tool marks secret, are kept sealed until the job
+        ends, for its run alone. ``version``: the tool's version to run (default: the newest).
         """
-        tool, _ = self.executor.validate(tool_name, arguments)
+        tool, _ = self.executor.validate(tool_name, arguments, caller=caller, version=version)
         timeout_ms = self.executor.timeout_ms_for(tool, timeout_ms)
         if webhook_url is not None:
             check_url(webhook_url, argument="webhook_url", allow_private=self.config.allow_private_urls)
-        arguments = arguments or {}
-        # A repeat with other credentials may be meant to run with those: never answered by another.
+        arguments, secrets_given = split_secrets(arguments or {}, tool.secret_arguments)
+        # A repeat with other credentials or secrets may be meant to run with those: never
+        # answered by another (whose secrets are sealed, so nobody could tell them apart).
         dedupe_key = (
             _dedupe_key(tool.wire_name, arguments)
-            if dedupe and idempotency_key is None and not credentials
+            if dedupe and idempotency_key is None and not credentials and not secrets_given
             else None
         )
         job_id = new_job_id()
+        sealed = (
+            self.vault.seal(job_id, credentials or {}, secrets_given)
+            if credentials or secrets_given
+            else None
+        )
         new_job = NewJob(
             job_id=job_id,
             tool=tool.wire_name,
@@ -202,7 +219,9 @@ class JobEngine:
             kind=kind,
             ttl_ms=ttl_ms,
             dedupe_key=dedupe_key,
-            sealed_credentials=self.vault.seal(job_id, credentials) if credentials else None,
+            sealed_credentials=sealed,
+            tool_version=tool.version,
+            requested_version=version,
         )
         # Woken before the insert is queued, a worker's claim queues after it: with a store that
         # commits in order (SQLite's group commit) the claim rides in the same transaction.
@@ -224,6 +243,7 @@ class JobEngine:
         )
         if not self.store.ordered_commits:
             self._wake_workers()
+        self._publish(job)  # a new job is news too, as other processes' submits are (their watch)
         if self._on_submitted is not None:
             self._on_submitted()
         if job.position_in_queue is None:  # a store that does not read it back with the insert
@@ -234,9 +254,12 @@ class JobEngine:
         """The job an earlier submit made that this one repeats, if any (see ``submit``)."""
         if job.idempotency_key is not None:
             existing = await self.store.get_by_idempotency_key(job.owner, job.idempotency_key)
-            if existing is not None and (existing.tool, existing.arguments) != (job.tool, job.arguments):
+            if existing is not None and (
+                (existing.tool, existing.arguments) != (job.tool, job.arguments)
+                or existing.tool_version not in (None, job.tool_version)  # None: a job from before versions
+            ):
                 raise IdempotencyConflict(
-                    "This idempotency_key was already used with a different tool or arguments",
+                    "This idempotency_key was already used with a different tool, version or arguments",
                     job_id=existing.job_id,
                 )
         elif job.dedupe_key is not None:
@@ -547,7 +570,10 @@ class JobEngine:
         return jobs[0]
 
     async def _execute(self, job: Job) -> None:
-        tool = self.executor.registry.get(job.tool)  # claimed only for a tool this process has
+        # Claimed only for a tool (and a version it named) this process has.
+        tool = self.executor.registry.get(
+            job.tool, job.tool_version, newest_if_missing=job.requested_version is None
+        )
         lease = job.lease_expires_at or now_ms() + self.config.lease_ms
         running = _Running(tool=tool, scope=anyio.CancelScope(), lease_expires_at=lease)
         self._running[job.job_id] = running
@@ -577,10 +603,12 @@ class JobEngine:
             await self._save_progress(job, running, progress)
 
         try:
+            arguments, credentials = self._unsealed(job)
             with running.scope:
                 outcome = await self.executor.run(
                     job.tool,
-                    job.arguments,
+                    arguments,
+                    version=running.tool.version,
                     timeout_ms=job.timeout_ms,
                     progress=on_progress,
                     progress_interval=self.config.progress_interval_s,
@@ -589,7 +617,7 @@ class JobEngine:
                     cancel=running.cancel,
                     # The engine cancels a non-cancellable run only to stop the process.
                     shield_uncancellable=False,
-                    credentials=self._credentials_of(job),
+                    credentials=credentials,
                 )
         except ConveyorError as exc:
             if running.cancel_requested:  # the tool failed as the cancel landed: canceled it is
@@ -671,6 +699,8 @@ class JobEngine:
     async def _finish(self, job: Job, running: _Running | None, status: JobStatus, **fields: Any) -> None:
         if status is not JobStatus.COMPLETED:
             fields.setdefault("execution_time_ms", _elapsed(job))
+        if running is not None and running.tool.version != job.tool_version:
+            fields["tool_version"] = running.tool.version  # the version that ran says so
 
         def write() -> Awaitable[Job | None]:
             return self.store.finish(job.job_id, attempt=job.attempts, status=status, now=now_ms(), **fields)
@@ -784,10 +814,12 @@ class JobEngine:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _credentials_of(self, job: Job) -> dict[str, str] | None:
+    def _unsealed(self, job: Job) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """The job's arguments, its secret ones put back, and its credentials: for its run."""
         if job.sealed_credentials is None:
-            return None
-        return self.vault.open(job.job_id, job.sealed_credentials)
+            return job.arguments, None
+        credentials, secrets_given = self.vault.unseal(job.job_id, job.sealed_credentials)
+        return restore_secrets(job.arguments, secrets_given), credentials or None
 
     def _publish(self, job: Job) -> None:
         self.events.publish(job)

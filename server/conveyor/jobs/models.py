@@ -50,6 +50,8 @@ class NewJob:
     ttl_ms: int | None = None  # tasks: how long the client asked for it to be kept
     dedupe_key: str | None = None  # set: an identical active job of the owner is answered instead
     sealed_credentials: str | None = field(default=None, repr=False)  # see credentials.py
+    tool_version: str | None = None  # the version of the tool it runs
+    requested_version: str | None = None  # the version the submit named, if it named one
     job_id: str = field(default_factory=new_job_id)
     created_at: int = field(default_factory=now_ms)
 
@@ -87,6 +89,10 @@ class Job:
     lease_expires_at: int | None = None
     # The run's credentials, sealed (credentials.py); erased when the job ends; in no view.
     sealed_credentials: str | None = field(default=None, repr=False)
+    # The version of the tool it runs (the newest when submitted, unless the submit named one:
+    # requested_version; only a worker that has that version claims such a job).
+    tool_version: str | None = None
+    requested_version: str | None = None
     # Not stored, and not part of a job's identity: how a door came to answer it.
     status_message: str | None = field(
         default=None, compare=False
@@ -98,6 +104,12 @@ class Job:
 
 def _seconds(ms: int | None) -> int | None:
     return None if ms is None else ms // 1000
+
+
+def claim_name(job: Job) -> str:
+    """What a worker must have to run the job: its tool, or the version of it the submit named
+    (``tool@version``; a worker lists both forms for every tool it has)."""
+    return job.tool if job.requested_version is None else f"{job.tool}@{job.requested_version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +125,7 @@ class WorkerRecord:
     seen_at: int
 
     def can_run(self, job: Job) -> bool:
-        return job.tool in self.tools and (self.queues is None or job.queue in self.queues)
+        return claim_name(job) in self.tools and (self.queues is None or job.queue in self.queues)
 
     def to_public(self) -> dict[str, Any]:
         return {
@@ -121,7 +133,7 @@ class WorkerRecord:
             "pid": self.pid,
             "host": self.host,
             "queues": list(self.queues) if self.queues is not None else None,
-            "tools": len(self.tools),
+            "tools": sum("@" not in name for name in self.tools),  # tools, not their versions
             "started_at": _seconds(self.started_at),
             "seen_at": _seconds(self.seen_at),
         }

@@ -126,6 +126,8 @@ class SQLJobStore(ABC):
                 "ttl_ms": job.ttl_ms,
                 "dedupe_key": job.dedupe_key,
                 "sealed_credentials": job.sealed_credentials,
+                "tool_version": job.tool_version,
+                "requested_version": job.requested_version,
             }
         )
 
@@ -204,6 +206,7 @@ class SQLJobStore(ABC):
         error: dict[str, Any] | None = None,
         step_results: builtins.list[dict[str, Any]] | None = None,
         execution_time_ms: int | None = None,
+        tool_version: str | None = None,
     ) -> Job | None:
         params = {
             "job_id": job_id,
@@ -214,6 +217,7 @@ class SQLJobStore(ABC):
             "error": None if error is None else rows.dump(error),
             "step_results": rows.dump(step_results) if step_results else None,
             "execution_time_ms": execution_time_ms,
+            "tool_version": tool_version,
         }
         return await self._terminal("finish_job", self._stamped(params))
 

@@ -87,8 +87,11 @@ class JobStore(Protocol):
         error: dict[str, Any] | None = None,
         step_results: builtins.list[dict[str, Any]] | None = None,
         execution_time_ms: int | None = None,
+        tool_version: str | None = None,
     ) -> Job | None:
         """End this attempt's run of a running job; ``None`` if the job is not in that run any more.
+        ``tool_version``: the version that ran, if not the job's (it named none, and the worker
+        no longer has the one that was newest when it was submitted).
 
         Every write of a run is fenced by its attempt number, so a worker that lost its lease
         (and so its job) cannot change the job's next run. The job's webhook deliveries (one for

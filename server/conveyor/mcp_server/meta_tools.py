@@ -123,6 +123,9 @@ class FoundTool(BaseModel):
     description: str
     score: float = Field(description="How well the tool fits the query (BM25); higher is better.")
     input_schema: dict[str, Any] = Field(description="The JSON Schema of the tool's arguments.")
+    versions: list[str] = Field(
+        description="The tool's versions, newest first (what runs unless a call or job names another)."
+    )
 
 
 class FoundTools(BaseModel):
@@ -138,6 +141,7 @@ def found_tool(tool: Tool, score: float) -> dict[str, Any]:
         "description": tool.description,
         "score": round(score, 4),
         "input_schema": tool.input_schema,
+        "versions": list(tool.versions),
     }
 
 

@@ -22,6 +22,7 @@ import conveyor
 from conveyor.auth import LOCAL_USER, Principal
 from conveyor.errors import ConveyorError, InternalError, ToolNotFound
 from conveyor.jobs.models import Job
+from conveyor.mcp_server.call_meta import VERSION_META, requested_version
 from conveyor.mcp_server.eras import era_of
 from conveyor.mcp_server.meta_tools import META_TOOLS
 from conveyor.mcp_server.resources import JobResources
@@ -100,7 +101,7 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
             if meta is not None:
                 return await meta.handler(runtime, principal, meta.parse(params.arguments))
             with runtime.limiter.direct_run(principal):
-                return await _run_direct(runtime, ctx, params)
+                return await _run_direct(runtime, ctx, params, principal)
         except ToolNotFound as exc:
             if meta is None and exc.extra.get("tool") == params.name:
                 # An unknown tool name in tools/call is a protocol error (the spec's -32602).
@@ -141,13 +142,19 @@ async def _background(
 
 
 async def _run_direct(
-    runtime: Runtime, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    runtime: Runtime,
+    ctx: ServerRequestContext[Any, Any],
+    params: types.CallToolRequestParams,
+    principal: Principal,
 ) -> types.CallToolResult:
     async def send_progress(progress: Progress) -> None:
         await ctx.session.report_progress(progress.current, progress.total, progress.message)
 
-    tool = runtime.registry.get(params.name)
-    outcome = await runtime.executor.run(tool.wire_name, params.arguments, progress=send_progress)
+    version = requested_version(params.meta)
+    tool = runtime.registry.get(params.name, version)
+    outcome = await runtime.executor.run(
+        tool.wire_name, params.arguments, progress=send_progress, caller=principal, version=version
+    )
     return outcome_result(outcome, structured=tool.structured)
 
 
@@ -195,5 +202,10 @@ def mcp_tool(tool: Tool) -> types.Tool:
             idempotent_hint=hints["idempotent"],
             open_world_hint=hints["open_world"],
         ),
-        _meta={"conveyor/version": view["version"], "conveyor/cancellable": view["cancellable"]},
+        _meta={
+            VERSION_META: view["version"],
+            "conveyor/cancellable": view["cancellable"],
+            # Only where there is a choice: most tools have one version.
+            **({"conveyor/versions": view["versions"]} if len(view["versions"]) > 1 else {}),
+        },
     )

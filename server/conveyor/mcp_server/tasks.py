@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field
 from conveyor.auth import Principal
 from conveyor.errors import CannotCancelRunning, ConveyorError, JobNotFound
 from conveyor.jobs.models import Job
+from conveyor.mcp_server.call_meta import requested_version
 from conveyor.mcp_server.eras import era_of
 from conveyor.mcp_server.meta_tools import META_TOOLS
 from conveyor.mcp_server.task_notifier import TaskNotifier
@@ -197,6 +198,8 @@ class Tasks:
                 max_concurrent=self.runtime.limiter.max_concurrent_jobs(principal),
                 kind="task",
                 ttl_ms=ttl_ms,
+                caller=principal,
+                version=requested_version(params.get("_meta")),
             )
         except ConveyorError as exc:
             raise MCPError(INVALID_PARAMS, exc.message, exc.to_payload()) from None

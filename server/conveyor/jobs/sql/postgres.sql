@@ -6,10 +6,12 @@
 WITH inserted AS (
     INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
                       idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms,
-                      max_concurrent, kind, ttl_ms, version, changed_by, dedupe_key, sealed_credentials)
+                      max_concurrent, kind, ttl_ms, version, changed_by, dedupe_key, sealed_credentials,
+                      tool_version, requested_version)
     VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
             :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms,
-            :max_concurrent, :kind, :ttl_ms, nextval('jobs_version'), :origin, :dedupe_key, :sealed_credentials)
+            :max_concurrent, :kind, :ttl_ms, nextval('jobs_version'), :origin, :dedupe_key, :sealed_credentials,
+            :tool_version, :requested_version)
     -- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
     ON CONFLICT DO NOTHING
     RETURNING *
@@ -92,6 +94,7 @@ WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt;
 UPDATE jobs
 SET status = :status, completed_at = :now, result = :result, error = :error,
     step_results = :step_results, execution_time_ms = :execution_time_ms,
+    tool_version = COALESCE(:tool_version::TEXT, tool_version),
     lease_owner = NULL, lease_expires_at = NULL,
     version = nextval('jobs_version'), changed_by = :origin
 -- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.

@@ -3,10 +3,12 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, tool, arguments, owner, status, queue, created_at, run_after,
                   idempotency_key, trace_id, timeout_ms, webhook_url, estimated_duration_ms, max_concurrent,
-                  kind, ttl_ms, version, changed_by, dedupe_key, sealed_credentials)
+                  kind, ttl_ms, version, changed_by, dedupe_key, sealed_credentials, tool_version,
+                  requested_version)
 VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :created_at,
         :idempotency_key, :trace_id, :timeout_ms, :webhook_url, :estimated_duration_ms, :max_concurrent,
-        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin, :dedupe_key, :sealed_credentials)
+        :kind, :ttl_ms, (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), :origin, :dedupe_key, :sealed_credentials,
+        :tool_version, :requested_version)
 -- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
 ON CONFLICT DO NOTHING
 RETURNING *, NULL AS position_in_queue;
@@ -68,8 +70,10 @@ WHERE seq = (
     SELECT j.seq FROM jobs j
     WHERE j.status = 'queued' AND j.run_after <= :now
       AND (:queues IS NULL OR j.queue IN (SELECT value FROM json_each(:queues)))
-      -- a worker claims only the tools it has loaded
-      AND j.tool IN (SELECT value FROM json_each(:tools))
+      -- a worker claims only the tools it has loaded; a job that named a version, only a worker
+      -- that has that version (its tools list each as tool@version too)
+      AND (CASE WHEN j.requested_version IS NULL THEN j.tool
+                ELSE j.tool || '@' || j.requested_version END) IN (SELECT value FROM json_each(:tools))
       -- an owner at their plan's concurrency limit waits; other owners' jobs go ahead
       AND (j.max_concurrent IS NULL
            OR (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.owner = j.owner) < j.max_concurrent)
@@ -97,6 +101,7 @@ WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt;
 UPDATE jobs
 SET status = :status, completed_at = :now, result = :result, error = :error,
     step_results = :step_results, execution_time_ms = :execution_time_ms,
+    tool_version = IFNULL(:tool_version, tool_version),
     lease_owner = NULL, lease_expires_at = NULL,
     version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 -- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.
