@@ -27,6 +27,7 @@ from tests.http_helpers import (
 )
 from tests.live_server import LiveServer, live_server
 from tests.mcp_calls import call
+from tests.metrics_text import samples
 from tests.serve_process import server_env
 
 pytestmark = pytest.mark.anyio
@@ -139,7 +140,7 @@ async def test_metrics_is_public_when_the_settings_say_so(tmp_path: Path) -> Non
     async with live_server(make_settings(tmp_path, metrics_public=True)) as live, live.client() as http:
         response = await http.get("/metrics")
     assert response.status_code == 200
-    assert "conveyor_queue_depth 0" in response.text.splitlines()
+    assert samples(response.text)["conveyor_queue_depth"] == 0
 
 
 # -- ownership ------------------------------------------------------------------------------------

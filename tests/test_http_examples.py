@@ -89,4 +89,4 @@ async def test_the_rest_walkthrough_calls_every_endpoint_and_exits_0(tmp_path: P
     assert '"events":["job.completed","job.failed"]' in output
     assert '"deleted":true' in output
     assert "Conveyor Tool Execution & Jobs API - 11 paths" in output
-    assert 'conveyor_jobs{status="canceled"} 1' in output
+    assert 'conveyor_jobs{status="canceled"} 1.0' in output  # prometheus-client writes floats

@@ -16,6 +16,7 @@ from tests import toolkits
 from tests.conftest import make_settings
 from tests.http_helpers import UNKNOWN_JOB, error_of, finished, ok, started_hold, submit
 from tests.live_server import LiveServer, live_server
+from tests.metrics_text import samples
 
 pytestmark = pytest.mark.anyio
 
@@ -513,15 +514,18 @@ async def test_metrics_shows_jobs_by_status_queue_depth_run_durations_and_reques
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = set(response.text.splitlines())
+    series = samples(response.text)
     for status in JobStatus:
-        assert any(line.startswith(f'conveyor_jobs{{status="{status}"}} ') for line in lines)
-    assert 'conveyor_jobs{status="completed"} 1' in lines
-    assert 'conveyor_jobs{status="running"} 1' in lines
-    assert "conveyor_queue_depth 1" in lines
-    assert 'conveyor_job_run_seconds_count{tool="demo_add",status="completed"} 1' in lines
-    assert 'conveyor_http_requests_total{method="POST",route="/jobs/submit",status="202"} 3' in lines
-    assert 'conveyor_http_requests_total{method="GET",route="/jobs/{job_id}",status="404"} 1' in lines
+        assert f'conveyor_jobs{{status="{status}"}}' in series
+    assert series['conveyor_jobs{status="completed"}'] == 1
+    assert series['conveyor_jobs{status="running"}'] == 1
+    assert series["conveyor_queue_depth"] == 1
+    assert series['conveyor_job_run_seconds_count{status="completed",tool="demo_add"}'] == 1
+    assert series['conveyor_http_requests_total{method="POST",route="/jobs/submit",status="202"}'] == 3
+    assert series['conveyor_http_requests_total{method="GET",route="/jobs/{job_id}",status="404"}'] == 1
     assert "# TYPE conveyor_http_requests_total counter" in lines
+    assert series["process_cpu_seconds_total"] > 0  # the library's process collector
+    assert "python_info" in response.text
 
 
 async def test_made_up_http_methods_do_not_grow_the_metrics(single: LiveServer) -> None:

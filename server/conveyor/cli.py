@@ -1,4 +1,4 @@
-"""``conveyor serve|worker|keys|webhooks|tools|call|jobs`` — the only place that reads argv and the environment."""
+"""``conveyor serve|worker|keys|webhooks|tools|call|jobs|install`` — the only place that reads argv and the environment."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from conveyor.registry import Registry
 from conveyor.runtime import Runtime, open_runtime, open_tools
 from conveyor.schemas import JobView
 from conveyor.settings import Settings, UpstreamConfig, default_db_path, is_postgres_url, load_settings
+from conveyor.toolkit_settings import configure_all
 
 EXIT_JOIN_S = 2.0  # how long idle worker threads get to end before the process exits regardless
 
@@ -232,6 +233,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("job_id")
     cancel.set_defaults(command=_jobs_cancel)
+    watch = job_commands.add_parser(
+        "watch",
+        parents=[common],
+        help="live progress of jobs, whichever process runs them, until they end",
+        description="Progress bars (plain lines when stdout is not a terminal) for the jobs named, or "
+        "else for every queued and running job and each one submitted while watching. Ends when all "
+        "have ended: exit code 0 if every one completed, 1 otherwise, 2 for an unknown job id.",
+    )
+    watch.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    watch.set_defaults(command=_jobs_watch)
+
+    install = commands.add_parser("install", help="add Conveyor to an MCP client's configuration")
+    install_targets = install.add_subparsers(required=True, metavar="CLIENT")
+    for target, summary in (
+        ("claude-desktop", "merge a Conveyor entry into Claude Desktop's config file (with a backup)"),
+        ("print", 'print {"mcpServers": ...} with a Conveyor entry, for other clients (Cursor, VS Code)'),
+    ):
+        client = install_targets.add_parser(target, parents=[common], help=summary, description=summary)
+        client.add_argument(
+            "--name", default="conveyor", help="the server's name in the config (default conveyor)"
+        )
+        if target == "claude-desktop":
+            client.add_argument(
+                "--dry-run", action="store_true", help="print what would be written; change nothing"
+            )
+        client.set_defaults(command=_install, target=target)
     for subparser in _subparsers(parser):
         subparser.set_defaults(parser=subparser)
     return parser
@@ -395,7 +422,8 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
             tool = registry.get(args.tool) if args.tool in registry else None
             properties = tool.input_schema.get("properties", {}) if tool is not None else {}
             arguments = dict(_parse_pair(pair, properties) for pair in args.arguments)
-            executor = Executor(registry, settings.execution_limits())
+            configs = configure_all(registry.toolkits, settings.toolkit_settings)
+            executor = Executor(registry, settings.execution_limits(), configs)
             return await executor.run(args.tool, arguments, progress=show_progress)
 
     try:
@@ -494,6 +522,47 @@ def _jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
         return JobView.of(await engine.cancel(args.job_id, owner=LOCAL_USER.visible_owner))
 
     return _with_engine(settings, action)
+
+
+def _jobs_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor.jobs_watch import Bars, Display, Lines, watch_jobs
+
+    display: Display = Bars(sys.stdout) if sys.stdout.isatty() else Lines(sys.stdout)
+
+    async def watch() -> int:
+        async with open_runtime(settings, run_workers=False) as runtime:
+            await _say_if_default_and_empty(runtime)
+            try:
+                return await watch_jobs(runtime.engine, args.job_ids, display)
+            except ConveyorError as exc:  # an unknown job id
+                print(f"conveyor: error: {exc.code}: {exc.message}", file=sys.stderr)
+                return 2
+
+    return anyio.run(watch)
+
+
+def _install(args: argparse.Namespace, settings: Settings) -> int:
+    from conveyor import desktop_install
+
+    # A toolkit that does not load fails here, where it can be fixed, not later in the client.
+    Registry.load(settings.toolkits, entry_points_enabled=settings.entry_points)
+    entry = desktop_install.server_entry(
+        settings,
+        toolkits=args.toolkits or (),
+        upstreams=args.upstreams or (),
+        config_file=args.config,
+        launched_as=sys.argv[0],
+        cwd=os.getcwd(),
+    )
+    if args.target == "print":
+        print(json.dumps({"mcpServers": {args.name: entry}}, indent=2, ensure_ascii=False))
+        return 0
+    path = desktop_install.claude_desktop_config_path(sys.platform, os.environ)
+    change = desktop_install.merge_into(path, args.name, entry, dry_run=args.dry_run)
+    if args.dry_run:  # the file it would write on stdout, the note on stderr
+        print(change.written, end="")
+    print(change.report(), file=sys.stderr if args.dry_run else sys.stdout)
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Scope
 
 import conveyor
@@ -33,6 +33,7 @@ from conveyor.http_api.models import JobEvent
 from conveyor.http_api.openapi import build_openapi
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.http_api.stream import stream_job
+from conveyor.http_api.ui import UiDoor, build_ui
 from conveyor.runtime import Runtime, Shutdown, open_runtime
 from conveyor.settings import Settings
 
@@ -77,13 +78,17 @@ def build_app(runtime: Runtime) -> Starlette:
             tg.cancel_scope.cancel()
 
     def route_of(scope: Scope) -> str:
-        return route_names.get(id(scope.get("endpoint")), "unmatched")
+        name = route_names.get(id(scope.get("endpoint")))
+        if name is None and isinstance(scope.get("route"), Route | Mount):  # the jobs page's own routes
+            name = scope["route"].path
+        return name or "unmatched"
 
     rules = {(e.method, e.path): AccessRule(e.access, e.counted) for e in endpoints if "{" not in e.path}
     return Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestContext, metrics=metrics, route_of=route_of),
+            Middleware(UiDoor, ui=build_ui(runtime)),  # /ui: the jobs page, signed in with a cookie
             Middleware(
                 Access,
                 keys=runtime.keys,

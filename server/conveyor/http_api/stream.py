@@ -2,7 +2,8 @@
 
 The stream opens with the job's current state (so a late client catches up), then sends
 every change, and ends after the terminal state. Events are unnamed, so a browser's
-``EventSource.onmessage`` receives them.
+``EventSource.onmessage`` receives them. ``sse-starlette`` sends the keep-alive comments,
+notices a client that left, and ends open streams when the server shuts down.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from conveyor import strict_json
@@ -24,6 +25,7 @@ from conveyor.runtime import Runtime
 from conveyor.schemas import JobView
 
 KEEP_ALIVE_SECONDS = 15.0
+SEPARATOR = "\n"  # the line ending every SSE parser accepts, and this stream always used
 
 
 async def stream_job(request: Request, runtime: Runtime, principal: Principal | None) -> Response:
@@ -39,21 +41,24 @@ async def stream_job(request: Request, runtime: Runtime, principal: Principal | 
     except BaseException:
         _close(runtime, principal, subscribing)
         raise
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return _HeldStream(
         _event_stream(job, updates),
         on_close=lambda: _close(runtime, principal, subscribing),
-        media_type="text/event-stream",
-        headers=headers,
+        headers={"Cache-Control": "no-cache"},
+        ping=KEEP_ALIVE_SECONDS,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SEPARATOR),
+        sep=SEPARATOR,
     )
 
 
-class _HeldStream(StreamingResponse):
+class _HeldStream(EventSourceResponse):
     """A stream whose hold on its slot and subscription ends however the response ends: finished,
-    failed, or never started because the client left first (a generator's own ``finally`` would
-    not run then)."""
+    failed, the client gone, or never started because the client left first (a generator's own
+    ``finally`` would not run then)."""
 
-    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(
+        self, content: AsyncIterator[ServerSentEvent], *, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(content, **kwargs)
         self._on_close = on_close
 
@@ -69,25 +74,21 @@ def _close(runtime: Runtime, principal: Principal, subscribing: AbstractContextM
     runtime.streams.release(principal)
 
 
-async def _event_stream(job: Job, updates: Subscription) -> AsyncIterator[str]:
+async def _event_stream(job: Job, updates: Subscription) -> AsyncIterator[ServerSentEvent]:
     number = 1
     yield _event(number, job)
     last = job
     while not last.status.terminal:
         # Changes come from this process's engine, and from others' through the store's watch.
-        with anyio.move_on_after(KEEP_ALIVE_SECONDS) as waited:
-            nxt = await updates.next()
-        if waited.cancelled_caught:
-            yield ": keep-alive\n\n"
-            continue
+        nxt = await updates.next()
         if _same(nxt, last):
             continue
         number, last = number + 1, nxt
         yield _event(number, nxt)
 
 
-def _event(number: int, job: Job) -> str:
-    return f"id: {number}\ndata: {strict_json.dumps(JobView.of(job))}\n\n"
+def _event(number: int, job: Job) -> ServerSentEvent:
+    return ServerSentEvent(strict_json.dumps(JobView.of(job)), id=str(number), sep=SEPARATOR)
 
 
 def _same(a: Job, b: Job) -> bool:
