@@ -270,3 +270,19 @@ async def test_rest_tools_refuses_a_bad_q_or_limit(
     async with live.client(live.admin_key) as http:
         error = error_of(await http.get("/tools", params=params), 400, "INVALID_ARGUMENTS")
     assert error["argument"] == argument
+
+
+async def test_the_sdk_gets_each_tools_advertised_input_schema_listed_or_not(tmp_path: Path) -> None:
+    # The SDK checks a 2026-07-28 call's Mcp-Param-* headers against the tool's input schema:
+    # handed it here, it never runs a whole tools/list per call to find it.
+    everything = make_settings(tmp_path, toolkits=("conveyor_toolkits.demo:toolkit", *TOOLKITS))
+    async with open_runtime(everything) as runtime, Client(build_server(runtime)) as client:
+        advertised = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+    settings = make_settings(
+        tmp_path, toolkits=("conveyor_toolkits.demo:toolkit", *TOOLKITS), tools_listed=("demo",)
+    )
+    async with open_runtime(settings) as runtime:
+        lookup = build_server(runtime).get_tool_input_schema
+        assert lookup is not None
+        assert {name: lookup(name) for name in advertised} == advertised
+        assert lookup("no_such_tool") is None

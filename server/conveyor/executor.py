@@ -7,6 +7,7 @@ validation, size bounds, timeouts, error mapping and progress behave the same ev
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -191,17 +192,18 @@ class Executor:
         relay = (
             ProgressRelay(_safe(progress), progress_interval) if progress and tool.context_parameter else None
         )
-        ctx = ToolContext(
-            tool=tool.wire_name,
-            relay=relay,
-            job_id=job_id,
-            trace_id=trace_id,
-            cancel=cancel,
-            credentials=credentials,
-        )
-        ctx.state = self._states.get(tool.toolkit)
-        ctx.settings = self.config_of(tool).settings
-        if tool.context_parameter:
+        ctx: ToolContext | None = None
+        if tool.context_parameter:  # made only for a tool that takes it
+            ctx = ToolContext(
+                tool=tool.wire_name,
+                relay=relay,
+                job_id=job_id,
+                trace_id=trace_id,
+                cancel=cancel,
+                credentials=credentials,
+            )
+            ctx.state = self._states.get(tool.toolkit)
+            ctx.settings = self.config_of(tool).settings
             kwargs[tool.context_parameter] = ctx
         started = time.perf_counter()
         failure: BaseException | None = None
@@ -223,25 +225,29 @@ class Executor:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         if failure is not None:
             raise _map_failure(tool, failure)
-        steps = strict_json.sanitized(to_jsonable_python(ctx.step_results, fallback=repr))
+        steps = (
+            strict_json.sanitized(to_jsonable_python(ctx.step_results, fallback=repr))
+            if ctx is not None and ctx.step_results
+            else []
+        )
         return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, steps, tool.version)
 
     async def _call_bounded(
         self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None, shield_uncancellable: bool
     ) -> Any:
         # A non-cancellable tool is shielded from outside cancellation; its own timeout still applies.
-        with anyio.CancelScope(shield=shield_uncancellable and not tool.cancellable):
-            with anyio.move_on_after(timeout_ms / 1000 if timeout_ms else None):
-                if tool.is_async:
-                    return await tool.func(**kwargs)
-                return await anyio.to_thread.run_sync(
-                    # What cancels this wait is the timeout, a direct call's client, or the process
-                    # stopping: none of them can stop the thread, so the wait stops instead. (A job's
-                    # cancel sets ``cancel`` and waits for the tool to return or check it.)
-                    partial(tool.func, **kwargs),
-                    abandon_on_cancel=True,
-                )
-            raise ExecutionTimeout(f"Tool execution exceeded {timeout_ms}ms timeout", timeout_ms=timeout_ms)
+        deadline = anyio.current_time() + timeout_ms / 1000 if timeout_ms else math.inf
+        with anyio.CancelScope(shield=shield_uncancellable and not tool.cancellable, deadline=deadline):
+            if tool.is_async:
+                return await tool.func(**kwargs)
+            return await anyio.to_thread.run_sync(
+                # What cancels this wait is the timeout, a direct call's client, or the process
+                # stopping: none of them can stop the thread, so the wait stops instead. (A job's
+                # cancel sets ``cancel`` and waits for the tool to return or check it.)
+                partial(tool.func, **kwargs),
+                abandon_on_cancel=True,
+            )
+        raise ExecutionTimeout(f"Tool execution exceeded {timeout_ms}ms timeout", timeout_ms=timeout_ms)
 
     def _to_result(self, tool: Tool, value: Any) -> Any:
         try:

@@ -42,7 +42,9 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse strict JSON, or raise ``NotStrictJson`` saying what is wrong with it."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        value = json.loads(text, parse_constant=_refuse_constant)
+        if text.startswith("\ufeff"):
+            raise NotStrictJson("not JSON (a byte order mark before it)")
+        value = _DECODER.decode(text)
     except UnicodeDecodeError:
         raise NotStrictJson("the text is not UTF-8") from None
     except RecursionError:
@@ -59,6 +61,53 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
 
 def check(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """Raise ``NotStrictJson`` unless ``value`` (parsed JSON, or built in Python) is strict JSON."""
+    if not _is_strict(value, max_depth):
+        _find_fault(value, max_depth)  # walked again, with paths, to say where
+
+
+def _is_strict(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` is strict JSON: the check every message and argument takes, so it
+    keeps no paths (``_find_fault`` works out where a fault is, once there is one)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and not _is_unicode(item):
+                return False
+        elif kind is dict:
+            if depth >= max_depth:
+                return False
+            for key, member in item.items():
+                if type(key) is not str or (not key.isascii() and not _is_unicode(key)):
+                    return False
+                stack.append((member, depth + 1))
+        elif kind is list or kind is tuple:
+            if depth >= max_depth:
+                return False
+            stack.extend((member, depth + 1) for member in item)
+        elif kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif item is None or kind is bool:
+            continue
+        else:
+            return False  # a subclass, or not JSON at all: the careful walk decides
+    return True
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _find_fault(value: Any, max_depth: int) -> None:
     stack: list[tuple[Any, Path]] = [(value, ())]
     while stack:
         item, path = stack.pop()
@@ -128,3 +177,6 @@ def _check_text(text: str, path: Path) -> None:
 
 def _refuse_constant(name: str) -> Any:
     raise NotStrictJson(f"{name}, which is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # made once: json.loads makes one per call

@@ -67,7 +67,8 @@ def build_app(runtime: Runtime) -> Starlette:
     routes: list[BaseRoute] = [
         Route(path, _bind(methods, runtime), methods=list(methods)) for path, methods in by_path.items()
     ]
-    routes.append(Route(MCP_PATH, StreamableHTTPASGIApp(mcp_sessions), methods=["GET", "POST", "DELETE"]))
+    # First: /mcp carries most requests, and the router tries routes in order.
+    routes.insert(0, Route(MCP_PATH, StreamableHTTPASGIApp(mcp_sessions), methods=["GET", "POST", "DELETE"]))
     route_names = {id(route.endpoint): route.path for route in routes if isinstance(route, Route)}
 
     @asynccontextmanager

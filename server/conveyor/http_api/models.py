@@ -49,7 +49,9 @@ class ExecuteToolResponse(BaseModel):
     status: Literal["success"]
     result: Any = Field(json_schema_extra=ANY_JSON)
     execution_time_ms: int
-    version: str | None = Field(None, description="The version of the tool that ran.")  # after the seed's fields
+    version: str | None = Field(
+        None, description="The version of the tool that ran."
+    )  # after the seed's fields
 
 
 class JobAccepted(JobView):

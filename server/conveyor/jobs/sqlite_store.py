@@ -38,7 +38,8 @@ from conveyor.jobs.webhook_store import WebhookStore
 logger = logging.getLogger("conveyor.store")
 
 BUSY_TIMEOUT_MS = 250  # one attempt's wait for the write lock, on the connection's thread
-WATCH_INTERVAL_S = 0.05  # how often data_version is read: changes reach other processes this fast
+WATCH_INTERVAL_S = 0.05  # how often the watch looks: changes reach other processes this fast
+WATCH_FULL_LOOK_TICKS = 20  # data_version is read at least this often (1 s), whatever the WAL file says
 CHANGES_PAGE = 500
 REVOCATIONS_SUFFIX = ".keys-revoked"  # replaced on every revocation: caches of keys check it
 CLAIM_TIMEOUT_S = 0.5
@@ -281,14 +282,23 @@ class SQLiteJobStore(SQLJobStore):
     ) -> None:
         """Call ``on_change`` with the jobs other processes changed, oldest change first, until cancelled.
 
-        SQLite tells a connection that others committed through ``PRAGMA data_version``; one
-        cheap read of it per tick, and the jobs table only when it moved.
+        SQLite tells a connection that others committed through ``PRAGMA data_version``, read on
+        the database thread, and the jobs table is read only when it moved. Every commit writes
+        the WAL file, so a tick whose WAL file looks as it did (inode, size, modification time:
+        one ``stat`` on the event loop) skips even that; data_version is still read every
+        ``WATCH_FULL_LOOK_TICKS``, for a commit that left all three as they were (a WAL restarted
+        from its start within one tick of the file system's clock).
         """
         data_version, seen = await self._run(_change_marks, write=False)
         task_status.started()
+        wal_seen, ticks = self._wal_mark(), 0
         while True:
             await anyio.sleep(WATCH_INTERVAL_S)
             self._file.look()  # a deleted or replaced file is noticed even with nothing written
+            wal, ticks = self._wal_mark(), ticks + 1
+            if wal is not None and wal == wal_seen and ticks < WATCH_FULL_LOOK_TICKS:
+                continue
+            wal_seen, ticks = wal, 0  # marked before data_version is read: a later commit moves it
             try:
                 current = await self._run(_data_version, write=False)
                 if current == data_version:
@@ -301,6 +311,13 @@ class SQLiteJobStore(SQLJobStore):
                         on_change(changed)
             except Exception:  # a read failed (the disk?): look again next tick
                 logger.exception("change watch failed", extra={"action": "store.watch_failed"})
+
+    def _wal_mark(self) -> Hashable | None:
+        try:
+            found = os.stat(self.path + "-wal")
+        except OSError:
+            return None  # no WAL file (yet): nothing to tell a change by
+        return (found.st_ino, found.st_size, found.st_mtime_ns)
 
     def _changes_since(self, since: int, conn: sqlite3.Connection) -> tuple[builtins.list[Job], int, bool]:
         params = {"since": since, "origin": self.origin, "limit": CHANGES_PAGE}

@@ -6,7 +6,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import mcp_types as types
@@ -83,7 +82,7 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
     resolve = principal_of or (lambda _ctx: LOCAL_USER)
     resources = JobResources(runtime, resolve)
     listed = runtime.settings.tools_listed
-    tool_list = ToolList(runtime.registry, partial(define_tools, listed=listed), resources.bus)
+    tool_list = ToolList(runtime.registry, define_tools, resources.bus, listed=listed)
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -124,6 +123,7 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
         lifespan=lambda _server: _background(notifier, resources, tool_list),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        get_tool_input_schema=tool_list.input_schema,
     )
     server.middleware.append(_coded_errors)  # outermost of ours: whatever the handlers below raise
     Tasks(runtime, resolve, notifier).install(server)
