@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,6 +25,7 @@ from conveyor.mcp_server import build_server
 from conveyor.runtime import open_runtime
 from conveyor.settings import Settings
 from tests.conftest import ERAS, make_settings
+from tests.live_server import serving
 from tests.mcp_calls import call, call_error
 
 pytestmark = pytest.mark.anyio
@@ -81,26 +79,6 @@ def api(received: Received) -> Starlette:
         Route("/binary", binary),
     ]
     return Starlette(routes=routes)
-
-
-@asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """``app`` under uvicorn on 127.0.0.1 (a free port); its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)  # requests wait in the backlog until uvicorn has started
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(server.serve, sockets=[sock]))
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-            server.should_exit = True
-    finally:
-        sock.close()
 
 
 @pytest.fixture

@@ -5,17 +5,13 @@ called through the runtime and over MCP, with a bearer credential passed per run
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp_types import TextContent
 from starlette.applications import Starlette
@@ -29,6 +25,7 @@ from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import OpenAPIConfig
 from tests.conftest import ERAS, make_settings
+from tests.live_server import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -135,27 +132,6 @@ def pet_service() -> Starlette:
             Route("/openapi.json", document, methods=["GET"]),
         ]
     )
-
-
-@asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """``app`` under uvicorn on 127.0.0.1 (a free port); its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)  # requests wait in the backlog until uvicorn has started
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", ws="none", timeout_graceful_shutdown=2
-        )
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(server.serve, sockets=[sock]))
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-            server.should_exit = True
-    finally:
-        sock.close()
 
 
 @pytest.fixture

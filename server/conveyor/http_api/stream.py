@@ -41,7 +41,7 @@ async def stream_job(request: Request, runtime: Runtime, principal: Principal | 
     except BaseException:
         _close(runtime, principal, subscribing)
         raise
-    return _HeldStream(
+    return HeldEventSource(
         _event_stream(job, updates),
         on_close=lambda: _close(runtime, principal, subscribing),
         headers={"Cache-Control": "no-cache"},
@@ -51,7 +51,7 @@ async def stream_job(request: Request, runtime: Runtime, principal: Principal | 
     )
 
 
-class _HeldStream(EventSourceResponse):
+class HeldEventSource(EventSourceResponse):
     """A stream whose hold on its slot and subscription ends however the response ends: finished,
     failed, the client gone, or never started because the client left first (a generator's own
     ``finally`` would not run then)."""

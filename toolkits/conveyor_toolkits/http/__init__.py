@@ -27,6 +27,7 @@ from conveyor.outbound import request as send
 from conveyor_toolkits.http.credentials import fill
 from conveyor_toolkits.http.responses import BodyKind, decode
 from conveyor_toolkits.http.settings import HttpSettings
+from conveyor_toolkits.timeouts import bounded_timeout
 
 __all__ = ["HttpResult", "HttpSettings", "toolkit"]
 
@@ -79,7 +80,7 @@ async def request(
     or base64). Any status is a result (ok: false for non-2xx). Pass secrets as credentials and
     name them in headers as {credential:NAME}: they are never stored or shown."""
     settings = ctx.settings if isinstance(ctx.settings, HttpSettings) else HttpSettings()
-    timeout = _timeout(settings, timeout_s)
+    timeout = bounded_timeout(timeout_s, default_s=settings.default_timeout_s, max_s=settings.max_timeout_s)
     check_url(url, argument="url", allow_private=True)  # its shape; the addresses when sending
     sent_headers, secrets = _headers(headers or {}, ctx)
     target, more_secrets = _url(url, params or {}, ctx)
@@ -126,16 +127,6 @@ async def request(
         body=redact(value, secrets),
         elapsed_ms=int((time.monotonic() - started) * 1000),
     )
-
-
-def _timeout(settings: HttpSettings, requested: float | None) -> float:
-    if requested is None:
-        return min(settings.default_timeout_s, settings.max_timeout_s)
-    if requested > settings.max_timeout_s:
-        raise InvalidArguments(
-            f"timeout_s may be at most {settings.max_timeout_s:g} seconds", argument="timeout_s"
-        )
-    return requested
 
 
 def _headers(headers: dict[str, str], ctx: ToolContext) -> tuple[dict[str, str], list[str]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from conveyor.errors import ExecutionError, Forbidden, InvalidArguments
 from conveyor_toolkits.shell.settings import CommandRule, ShellSettings
+from conveyor_toolkits.timeouts import bounded_timeout
 
 SHOWN_CHARS = 80  # of a refused value, in an error: enough to recognise it
 
@@ -49,7 +50,9 @@ def prepare(
         argv=(_executable(command, child_env), *args),
         cwd=_directory(settings, cwd),
         env=child_env,
-        timeout_s=_timeout(settings, timeout_s),
+        timeout_s=bounded_timeout(
+            timeout_s, default_s=settings.default_timeout_s, max_s=settings.max_timeout_s
+        ),
         stdin=None if stdin is None else stdin.encode(),
     )
 
@@ -152,13 +155,3 @@ def _directory(settings: ShellSettings, cwd: str | None) -> str:
     if not os.path.isdir(wanted):
         raise InvalidArguments(f"cwd {_shown(cwd or '.')} is not a directory", argument="cwd")
     return wanted
-
-
-def _timeout(settings: ShellSettings, requested: float | None) -> float:
-    if requested is None:
-        return min(settings.default_timeout_s, settings.max_timeout_s)
-    if requested > settings.max_timeout_s:
-        raise InvalidArguments(
-            f"timeout_s may be at most {settings.max_timeout_s:g} seconds", argument="timeout_s"
-        )
-    return requested

@@ -22,16 +22,16 @@ from typing import Any
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from conveyor import strict_json
 from conveyor.auth import Principal
 from conveyor.errors import ConveyorError, Unauthorized
 from conveyor.events import Subscription
 from conveyor.http_api.endpoints import Handler, read_query
+from conveyor.http_api.stream import HeldEventSource
 from conveyor.http_api.ui.figures import FRESH_SECONDS, Figures
 from conveyor.http_api.ui.sessions import Sessions
 from conveyor.jobs.models import Job, JobStatus
@@ -93,7 +93,7 @@ def events_endpoint(figures: Figures, sessions: Sessions) -> Handler:
         except BaseException:
             close()
             raise
-        return _HeldEvents(stream, on_close=close, ping=PING_SECONDS)
+        return HeldEventSource(stream, on_close=close, ping=PING_SECONDS)
 
     return ui_events
 
@@ -104,23 +104,6 @@ class _Feed:
     visible: Callable[[Job], bool]
     figures: Callable[[], Awaitable[dict[str, Any]]]
     still_signed_in: Callable[[], Awaitable[bool]]
-
-
-class _HeldEvents(EventSourceResponse):
-    """An event stream whose slot and subscription are given back however the response ends:
-    finished, failed, or never started because the client left first."""
-
-    def __init__(
-        self, content: AsyncIterator[ServerSentEvent], *, on_close: Callable[[], None], **kwargs: Any
-    ):
-        super().__init__(content, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
 
 
 def _visible_to(owner: str | None, tool: str | None) -> Callable[[Job], bool]:
