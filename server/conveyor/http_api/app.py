@@ -13,7 +13,6 @@ from types import FrameType
 
 import anyio
 import uvicorn
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -31,6 +30,7 @@ from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.middleware import Access, AccessRule, RequestContext
 from conveyor.http_api.models import JobEvent
 from conveyor.http_api.openapi import build_openapi
+from conveyor.http_api.plain_answer import McpEndpoint
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.http_api.stream import stream_job
 from conveyor.http_api.ui import UiDoor, build_ui
@@ -68,7 +68,7 @@ def build_app(runtime: Runtime) -> Starlette:
         Route(path, _bind(methods, runtime), methods=list(methods)) for path, methods in by_path.items()
     ]
     # First: /mcp carries most requests, and the router tries routes in order.
-    routes.insert(0, Route(MCP_PATH, StreamableHTTPASGIApp(mcp_sessions), methods=["GET", "POST", "DELETE"]))
+    routes.insert(0, Route(MCP_PATH, McpEndpoint(mcp_sessions), methods=["GET", "POST", "DELETE"]))
     route_names = {id(route.endpoint): route.path for route in routes if isinstance(route, Route)}
 
     @asynccontextmanager

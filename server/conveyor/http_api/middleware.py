@@ -125,6 +125,7 @@ class Access:
                     await JSONResponse(refused, status_code=400)(scope, receive, send)
                     return
                 counted = _is_tool_call(message)
+                scope["state"]["mcp_message"] = message  # what /mcp answers how (plain_answer)
                 scope["state"]["mcp_initialize"] = (
                     isinstance(message, dict) and message.get("method") == "initialize"
                 )
