@@ -58,7 +58,7 @@ class RateWindows(Protocol):
 
 
 LEASE_SHARE = 64  # a process takes at most 1/64 of a limit at once
-MAX_LEASE = 32
+MAX_LEASE = 256  # a key with a high limit: one write per this many executions, not per call
 MAX_LEASES = 10_000
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.authentication import AuthCredentials
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.auth import ApiKeys, Principal
@@ -37,6 +37,7 @@ from conveyor.mcp_server.wire import read_message
 
 logger = logging.getLogger("conveyor.http")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_USERS = 10_000  # keys whose request user is kept made
 
 
 class RequestContext:
@@ -54,12 +55,13 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         started, status = time.perf_counter(), 500
         response_started = False
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started, status = True, message["status"]
-                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+                _add_headers(message, (id_header,))
             await send(message)
 
         try:
@@ -99,6 +101,7 @@ class Access:
         self.rules = rules
         self.max_body = max_body
         self.max_json_depth = max_json_depth
+        self._users: dict[str, tuple[Principal, AuthenticatedUser, AuthCredentials]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,28 +154,37 @@ class Access:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
-        principal = await self.keys.authenticate(token)
+        principal = await self.keys.authenticate(token)  # checked every time: revocation holds at once
         scope["state"]["principal"] = principal
-        # What the SDK's own auth middleware would set: /mcp binds sessions to this user.
-        access = access_token(token, principal)
-        scope["user"] = AuthenticatedUser(access)
-        scope["auth"] = AuthCredentials(access.scopes)
+        # What the SDK's own auth middleware would set: /mcp binds sessions to this user. Made
+        # once per key and principal (immutable, and checked above on every request).
+        seen = self._users.get(token)
+        if seen is None or seen[0] != principal:
+            if len(self._users) >= MAX_USERS:
+                self._users.clear()
+            access = access_token(token, principal)
+            seen = self._users[token] = (principal, AuthenticatedUser(access), AuthCredentials(access.scopes))
+        scope["user"], scope["auth"] = seen[1], seen[2]
         return principal
 
 
 def _with_rate_headers(send: Send, state: RateState | None) -> Send:
     if state is None:
         return send
-    headers = state.headers()
+    headers = tuple((key.lower().encode(), value.encode()) for key, value in state.headers().items())
 
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            mutable = MutableHeaders(scope=message)
-            for key, value in headers.items():
-                mutable[key] = value
+            _add_headers(message, headers)
         await send(message)
 
     return send_with_headers
+
+
+def _add_headers(start: Message, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Add headers no response sets itself (request id, rate limit) to a response's start: appended
+    as they are, without the search for an earlier one that ``MutableHeaders`` makes."""
+    start["headers"] = [*start.get("headers", ()), *headers]
 
 
 async def _read_all(receive: Receive, limit: int) -> bytes:
