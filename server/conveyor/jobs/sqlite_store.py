@@ -184,15 +184,12 @@ class SQLiteJobStore(SQLJobStore):
 
     async def insert(self, job: NewJob) -> Job | None:
         params = self._insert_params(job)
-        insert_sql, get_sql = self._q["insert_job"], self._q["get_job"]
+        sql = self._q["insert_job"]  # it returns the row with its position_in_queue
 
-        def insert_and_read(conn: sqlite3.Connection) -> Job | None:
-            # Read back in the same transaction: the caller gets position_in_queue without another trip.
-            if conn.execute(insert_sql, params).fetchone() is None:
-                return None
-            return rows.job_or_none(conn.execute(get_sql, {"job_id": job.job_id}).fetchone())
+        def insert(conn: sqlite3.Connection) -> Job | None:
+            return rows.job_or_none(conn.execute(sql, params).fetchone())
 
-        return await self._run(insert_and_read)
+        return await self._run(insert)
 
     async def _page_and_total(
         self, listing: str, counting: str, params: dict[str, Any], *, limit: int, offset: int
@@ -231,10 +228,15 @@ class SQLiteJobStore(SQLJobStore):
         sql, targets, insert = self._q[query], self._q["webhooks_for_event"], self._q["insert_delivery"]
 
         def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
-            job = rows.job_or_none(conn.execute(sql, params).fetchone())
+            row = conn.execute(sql, params).fetchone()
+            job = rows.job_or_none(row)
             if job is None or not job.status.terminal:
                 return job, 0
-            registered = conn.execute(targets, WebhookStore.targets_params(job)).fetchall()
+            registered = (
+                conn.execute(targets, WebhookStore.targets_params(job)).fetchall()
+                if row["owner_has_webhooks"]
+                else []
+            )
             deliveries = WebhookStore.deliveries(job, registered)
             conn.executemany(insert, deliveries)
             return job, len(deliveries)

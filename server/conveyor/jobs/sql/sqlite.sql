@@ -11,7 +11,9 @@ VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :crea
         :tool_version, :requested_version)
 -- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
 ON CONFLICT DO NOTHING
-RETURNING *, NULL AS position_in_queue;
+-- Its place in its queue, read in the same statement (jobs queued before it, and itself).
+RETURNING *, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = jobs.queue AND q.seq < jobs.seq) + 1
+             AS position_in_queue;
 
 -- name: get_active_duplicate
 SELECT *, NULL AS position_in_queue FROM jobs
@@ -106,7 +108,9 @@ SET status = :status, completed_at = :now, result = :result, error = :error,
     version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 -- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.
 WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
-RETURNING *, NULL AS position_in_queue;
+RETURNING *, NULL AS position_in_queue,
+          -- whether the owner's registrations need looking up (most owners have none)
+          EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner) AS owner_has_webhooks;
 
 -- name: requeue_job
 UPDATE jobs
@@ -139,7 +143,9 @@ UPDATE jobs
 SET status = 'canceled', completed_at = :now, error = :error,
     version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 WHERE job_id = :job_id AND status = 'queued'
-RETURNING *, NULL AS position_in_queue;
+RETURNING *, NULL AS position_in_queue,
+          -- whether the owner's registrations need looking up (most owners have none)
+          EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner) AS owner_has_webhooks;
 
 -- name: expired_leases
 SELECT *, NULL AS position_in_queue FROM jobs
