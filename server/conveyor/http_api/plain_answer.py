@@ -57,23 +57,6 @@ def answers_plain(scope: Scope, message: Any) -> bool:
     )
 
 
-class PlainAnswers:
-    """Answers 2026 requests that ``answers_plain`` picked, as the SDK's JSON mode does."""
-
-    def __init__(self, sessions: StreamableHTTPSessionManager) -> None:
-        self._sessions = sessions
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sessions = self._sessions
-        exchange = _Exchange(receive, send)
-        await exchange.run(
-            # No lifespan state: Conveyor's server lifespan yields none.
-            lambda: handle_modern_request(
-                sessions.app, sessions.security_settings, True, None, scope, receive, exchange.send
-            )
-        )
-
-
 class _Exchange:
     """One request's call, its lazy disconnect watcher, and its pings."""
 
@@ -131,14 +114,21 @@ class _Exchange:
 
 
 class McpEndpoint:
-    """/mcp: what ``answers_plain`` picks as plain JSON, everything else by the session manager."""
+    """/mcp: what ``answers_plain`` picks as plain JSON, as the SDK's JSON mode answers it;
+    everything else by the session manager."""
 
     def __init__(self, sessions: StreamableHTTPSessionManager) -> None:
         self._sessions = sessions
-        self._plain = PlainAnswers(sessions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "POST" and answers_plain(scope, scope.get("state", {}).get("mcp_message")):
-            await self._plain(scope, receive, send)
-        else:
+        if scope["method"] != "POST" or not answers_plain(scope, scope.get("state", {}).get("mcp_message")):
             await self._sessions.handle_request(scope, receive, send)
+            return
+        sessions = self._sessions
+        exchange = _Exchange(receive, send)
+        await exchange.run(
+            # No lifespan state: Conveyor's server lifespan yields none.
+            lambda: handle_modern_request(
+                sessions.app, sessions.security_settings, True, None, scope, receive, exchange.send
+            )
+        )
