@@ -98,19 +98,22 @@ class _Exchange:
 
     async def _watch(self) -> None:
         """Cancel the call when the client goes; ping while it runs silent."""
-        while True:
-            with anyio.move_on_after(PING_S - (WATCH_AFTER_S if not self._streaming else 0)):
-                while (await self._receive())["type"] != "http.disconnect":
-                    pass
-                self._call.cancel()
-                return
-            async with self._lock:
-                if self._answering:
+        try:
+            while True:
+                with anyio.move_on_after(PING_S - (WATCH_AFTER_S if not self._streaming else 0)):
+                    while (await self._receive())["type"] != "http.disconnect":
+                        pass
+                    self._call.cancel()
                     return
-                if not self._streaming:
-                    await self._send(_SSE_START)
-                    self._streaming = True
-                await self._send(_PING)
+                async with self._lock:
+                    if self._answering:
+                        return
+                    if not self._streaming:
+                        await self._send(_SSE_START)
+                        self._streaming = True
+                    await self._send(_PING)
+        except Exception:  # a ping the closed connection refused: the client is gone
+            self._call.cancel()
 
 
 class McpEndpoint:
