@@ -10,9 +10,11 @@ import pytest
 from mcp import Client
 
 from conveyor import local_worker
+from conveyor.limits import PlanLimits
 from conveyor.mcp_server import build_server
 from conveyor.runtime import Runtime, open_runtime
 from conveyor.settings import Settings, load_settings
+from tests import toolkits
 from tests.databases import KINDS, fresh_database
 from tests.live_server import LiveServer, live_server
 
@@ -78,3 +80,17 @@ async def client(request: pytest.FixtureRequest, runtime: Runtime) -> AsyncItera
 async def live(settings: Settings) -> AsyncIterator[LiveServer]:
     async with live_server(settings) as server:
         yield server
+
+
+FREE: PlanLimits = make_settings(Path("unused")).plan_limits()["free"]  # the free plan's limits
+
+
+@pytest.fixture
+def fresh_toolkit_events() -> Iterator[None]:
+    """The test toolkit's events start unset, and whatever a test held is released when it ends
+    (a module asks for it with ``pytest.mark.usefixtures``)."""
+    toolkits.reset()
+    toolkits.reset_observed()
+    toolkits.reset_sync()
+    yield
+    toolkits.release.set()

@@ -33,7 +33,7 @@ from conveyor.settings import Settings
 from tests import databases, toolkits
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 OWNER = "alice"
@@ -43,12 +43,6 @@ HOUR_MS = 3_600_000
 @pytest.fixture
 def settings(tmp_path: Path, database: str) -> Settings:
     return make_settings(tmp_path, db=database)
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> None:
-    toolkits.reset()
-    toolkits.reset_observed()
 
 
 @pytest.fixture

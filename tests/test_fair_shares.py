@@ -3,22 +3,18 @@ streams (SSE, MCP listens), below the server-wide caps, so a second key still ge
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from conveyor.limits import PlanLimits
-from tests import toolkits
-from tests.conftest import make_settings
+from tests.conftest import FREE
 from tests.http_helpers import error_of, mcp_client, ok
-from tests.live_server import LiveServer, live_server
+from tests.live_server import LiveServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INITIALIZE = {
@@ -31,15 +27,6 @@ INITIALIZE = {
         "clientInfo": {"name": "t", "version": "0"},
     },
 }
-FREE: PlanLimits = make_settings(Path("unused")).plan_limits()["free"]
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    toolkits.reset()
-    async with live_server(make_settings(tmp_path)) as server:
-        yield server
-    toolkits.release.set()
 
 
 async def open_session(http: httpx2.AsyncClient) -> httpx2.Response:
@@ -47,10 +34,10 @@ async def open_session(http: httpx2.AsyncClient) -> httpx2.Response:
 
 
 async def test_a_key_opens_sessions_up_to_its_share_and_another_key_still_connects(
-    server: LiveServer,
+    live: LiveServer,
 ) -> None:
-    greedy, other = await server.new_key(plan="free"), await server.new_key(plan="free")
-    async with server.client(greedy) as as_greedy, server.client(other) as as_other:
+    greedy, other = await live.new_key(plan="free"), await live.new_key(plan="free")
+    async with live.client(greedy) as as_greedy, live.client(other) as as_other:
         opened = [await open_session(as_greedy) for _ in range(FREE.max_sessions)]
         refused = await open_session(as_greedy)
         others = await open_session(as_other)
@@ -68,14 +55,14 @@ async def test_a_key_opens_sessions_up_to_its_share_and_another_key_still_connec
 
 
 async def test_a_key_holds_event_streams_up_to_its_share_and_another_key_still_gets_one(
-    server: LiveServer,
+    live: LiveServer,
 ) -> None:
-    greedy, other = await server.new_key(plan="free"), await server.new_key(plan="free")
-    async with server.client(greedy) as as_greedy, server.client(other) as as_other, AsyncExitStack() as held:
+    greedy, other = await live.new_key(plan="free"), await live.new_key(plan="free")
+    async with live.client(greedy) as as_greedy, live.client(other) as as_other, AsyncExitStack() as held:
         job_id = ok(
             await as_greedy.post("/jobs/submit", json={"tool": "testkit_hold", "arguments": {}}), 202
         )["job_id"]
-        client = await held.enter_async_context(mcp_client(server, greedy, "auto"))
+        client = await held.enter_async_context(mcp_client(live, greedy, "auto"))
         await held.enter_async_context(client.listen(tools_list_changed=True))  # one listen stream
         for _ in range(FREE.max_streams - 1):  # the rest of the share as SSE streams
             stream = await held.enter_async_context(as_greedy.stream("GET", f"/jobs/{job_id}/stream"))
@@ -94,9 +81,9 @@ async def test_a_key_holds_event_streams_up_to_its_share_and_another_key_still_g
     assert others_status == 200
 
 
-async def test_the_stream_share_is_given_back_when_a_stream_ends(server: LiveServer) -> None:
-    key = await server.new_key(plan="free")
-    async with server.client(key) as http:
+async def test_the_stream_share_is_given_back_when_a_stream_ends(live: LiveServer) -> None:
+    key = await live.new_key(plan="free")
+    async with live.client(key) as http:
         for _ in range(FREE.max_streams + 2):  # more streams one after another than the share
             job_id = ok(
                 await http.post("/jobs/submit", json={"tool": "demo_echo", "arguments": {"text": "x"}}), 202

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from tests.mcp_calls import call
 from tests.metrics_text import samples
 from tests.serve_process import server_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 PROTECTED = [
     ("POST", "/execute_tool"),
@@ -59,13 +59,6 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live
     """One server for the module; every test makes its own keys, so owners and limits never mix."""
     async with live_server(make_settings(tmp_path_factory.mktemp("auth"), concurrency=1)) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
 
 
 @dataclass

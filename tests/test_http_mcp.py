@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -23,7 +23,7 @@ from tests.http_helpers import (
 from tests.live_server import LiveServer, live_server
 from tests.mcp_calls import call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list", "tools_search"}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -54,13 +54,6 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live
 @pytest.fixture(params=ERAS)
 def era(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
 
 
 # -- the same server as stdio ---------------------------------------------------------------------

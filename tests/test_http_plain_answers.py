@@ -5,7 +5,7 @@ silent for long gets keepalive pings. Against a real uvicorn, with raw HTTP and 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +21,7 @@ from tests.conftest import make_settings
 from tests.http_helpers import mcp_client
 from tests.live_server import LiveServer, live_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 VERSION = "2026-07-28"
 META = {
@@ -40,14 +40,6 @@ def anyio_backend() -> str:
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
     async with live_server(make_settings(tmp_path_factory.mktemp("plain"))) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    toolkits.reset_observed()
-    yield
-    toolkits.release.set()  # nothing held outlives its test
 
 
 def tools_call(name: str, arguments: dict[str, Any], *, progress_token: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,7 @@ from tests.http_helpers import UNKNOWN_JOB, error_of, finished, ok, started_hold
 from tests.live_server import LiveServer, live_server
 from tests.metrics_text import samples
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -14,7 +14,7 @@ from tests.conftest import make_settings
 from tests.http_helpers import UNKNOWN_JOB, error_of, finished, ok, started_hold, submit
 from tests.live_server import LiveServer, live_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,6 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live
     """One worker: a held job keeps the next one queued until the test releases it."""
     async with live_server(make_settings(tmp_path_factory.mktemp("stream"), concurrency=1)) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
 
 
 def job_of(event: ServerSentEvent) -> dict[str, Any]:

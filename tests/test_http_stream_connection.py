@@ -3,38 +3,24 @@ client that leaves in the middle of a job gives its stream slot and its subscrip
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anyio
 import httpx2
 import pytest
 
 from conveyor.http_api import stream
-from conveyor.limits import PlanLimits
 from tests import toolkits
-from tests.conftest import make_settings
+from tests.conftest import FREE
 from tests.http_helpers import error_of, started_hold
-from tests.live_server import LiveServer, live_server
+from tests.live_server import LiveServer
 
-pytestmark = pytest.mark.anyio
-
-FREE: PlanLimits = make_settings(Path("unused")).plan_limits()["free"]
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    toolkits.reset()
-    async with live_server(make_settings(tmp_path)) as server:
-        yield server
-    toolkits.release.set()
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 
 async def test_a_stream_with_nothing_to_say_sends_keep_alive_comments_until_the_job_ends(
-    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stream, "KEEP_ALIVE_SECONDS", 0.05)  # what proxies see every 15 s, made quick
-    async with server.client(server.admin_key) as http:
+    async with live.client(live.admin_key) as http:
         job_id = await started_hold(http)
         lines: list[str] = []
         with anyio.fail_after(10):
@@ -54,9 +40,9 @@ async def open_stream(http: httpx2.AsyncClient, job_id: str) -> httpx2.Response:
     return await http.send(http.build_request("GET", f"/jobs/{job_id}/stream"), stream=True)
 
 
-async def test_a_client_that_leaves_a_running_jobs_stream_gives_its_slot_back(server: LiveServer) -> None:
-    key = await server.new_key(plan="free")
-    async with server.client(key) as http:
+async def test_a_client_that_leaves_a_running_jobs_stream_gives_its_slot_back(live: LiveServer) -> None:
+    key = await live.new_key(plan="free")
+    async with live.client(key) as http:
         job_id = await started_hold(http)
         held = [await open_stream(http, job_id) for _ in range(FREE.max_streams)]
         try:

@@ -25,18 +25,12 @@ from tests import toolkits
 from tests.conftest import ERAS, make_settings
 from tests.mcp_calls import call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 META_TOOLS = {"jobs_submit", "jobs_status", "jobs_cancel", "jobs_list", "tools_search"}
 TERMINAL = {"completed", "failed", "canceled", "timeout"}
 UNKNOWN_JOB = "job_" + "0" * 32
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> None:
-    toolkits.reset()
-    toolkits.reset_observed()
 
 
 @pytest.fixture(params=ERAS)

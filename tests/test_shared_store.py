@@ -35,7 +35,7 @@ from tests.http_helpers import error_of
 from tests.live_server import live_server
 from tests.webhook_receiver import webhook_receiver
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 OWNER = "alice"
 
@@ -43,13 +43,6 @@ OWNER = "alice"
 @pytest.fixture
 def settings(tmp_path: Path, database: str) -> Settings:
     return make_settings(tmp_path, db=database)
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> None:
-    toolkits.reset()
-    toolkits.reset_observed()
-    toolkits.reset_sync()
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ same ownership, roles and rate limits as the REST API, the live event stream, an
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -22,7 +22,7 @@ from tests.conftest import make_settings
 from tests.http_helpers import UNKNOWN_JOB, error_of, finished, ok, started_hold, submit
 from tests.live_server import LiveServer, live_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 PAGES = ("/ui", "/ui/tools", "/ui/tools/demo_add", f"/ui/jobs/{UNKNOWN_JOB}")
 
 
@@ -31,13 +31,6 @@ async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
     settings = make_settings(tmp_path, webhook_allow_private_addresses=True)
     async with live_server(settings) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
 
 
 def browser_like(server: LiveServer) -> httpx2.AsyncClient:

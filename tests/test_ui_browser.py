@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from tests.ui_browser import (
     submit_over_rest,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 ARTIFACTS = Path(
     os.environ.get("CONVEYOR_TEST_ARTIFACTS")
     or Path(__file__).resolve().parent.parent / "build" / "artifacts"
@@ -54,13 +54,6 @@ async def browser() -> AsyncIterator[Browser]:
 async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
     async with live_server(make_settings(tmp_path, concurrency=2)) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
 
 
 async def test_a_bad_key_is_refused_and_a_good_one_signs_in_without_the_key_in_url_or_storage(

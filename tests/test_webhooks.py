@@ -10,7 +10,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from tests.http_helpers import error_of, finished, ok, submit
 from tests.live_server import LiveServer, live_server
 from tests.webhook_receiver import Received, Receiver, webhook_receiver
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
 
 OWNER = "alice"
 DELIVERY_ID = re.compile(r"^whd_[0-9a-f]{32}$")
@@ -47,13 +47,6 @@ def hook_settings(tmp_path: Path, database: str, **overrides: Any) -> Settings:
         "webhook_max_attempts": 3,
     }
     return make_settings(tmp_path, db=database, **{**values, **overrides})
-
-
-@pytest.fixture(autouse=True)
-def fresh_toolkit_events() -> Iterator[None]:
-    toolkits.reset()
-    yield
-    toolkits.release.set()
 
 
 @pytest.fixture
