@@ -4,8 +4,11 @@ asyncpg.Record)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import MISSING
 from typing import Any, Protocol
 
 from conveyor import strict_json
@@ -15,10 +18,9 @@ from conveyor.jobs.models import Delivery, Job, JobStatus, Webhook, WebhookEvent
 logger = logging.getLogger("conveyor.store")
 
 JSON_COLUMNS = ("arguments", "progress", "result", "error", "step_results")
-_JOB_FIELDS = frozenset(Job.__dataclass_fields__)
 _DELIVERY_FIELDS = frozenset(Delivery.__dataclass_fields__)
 _STATUSES = {status.value: status for status in JobStatus}
-_LAYOUTS: dict[tuple[str, ...], tuple[tuple[int, str], ...]] = {}
+_DECODERS: dict[tuple[str, ...], Callable[[Row], Job]] = {}
 
 
 class Row(Protocol):
@@ -47,24 +49,46 @@ def load(text: str) -> Any:
 
 
 def to_job(row: Row) -> Job:
-    values = {name: row[index] for index, name in _layout(tuple(row.keys()))}
-    for column in JSON_COLUMNS:
-        if values.get(column) is not None:
-            values[column] = load(values[column])
-    values["status"] = _STATUSES[values["status"]]
-    return Job(**values)
+    shape = tuple(row.keys())
+    decode = _DECODERS.get(shape)
+    if decode is None:
+        decode = _DECODERS[shape] = _job_decoder(shape)
+    return decode(row)
 
 
 def job_or_none(row: Row | None) -> Job | None:
     return to_job(row) if row is not None else None
 
 
-def _layout(columns: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
-    """Which columns of a row shape are Job fields, worked out once per shape (rows are hot)."""
-    layout = _LAYOUTS.get(columns)
-    if layout is None:
-        layout = _LAYOUTS[columns] = tuple((i, name) for i, name in enumerate(columns) if name in _JOB_FIELDS)
-    return layout
+def _job_decoder(columns: tuple[str, ...]) -> Callable[[Row], Job]:
+    """How a row of this shape becomes a Job, worked out once per shape: rows are hot (three per
+    job at least), so each is read by position into Job's fields in order, with no dict between."""
+    where = {name: index for index, name in enumerate(columns)}
+    fields = dataclasses.fields(Job)
+    # A field the row lacks takes its default (a row may also hold columns that are no field).
+    taken = tuple(where.get(field.name) for field in fields)
+    defaults: tuple[Any, ...] = tuple(field.default for field in fields)
+    lacking = [
+        f.name for f, at, d in zip(fields, taken, defaults, strict=True) if at is None and d is MISSING
+    ]
+    if lacking:
+        raise ValueError(f"a job row needs the columns {lacking}")
+    json_at = tuple(
+        i for i, field in enumerate(fields) if field.name in JSON_COLUMNS and taken[i] is not None
+    )
+    status_at = next(i for i, field in enumerate(fields) if field.name == "status")
+
+    def decode(row: Row) -> Job:
+        values: list[Any] = [
+            default if index is None else row[index] for index, default in zip(taken, defaults, strict=True)
+        ]
+        for i in json_at:
+            if values[i] is not None:
+                values[i] = load(values[i])
+        values[status_at] = _STATUSES[values[status_at]]
+        return Job(*values)
+
+    return decode
 
 
 def to_key(row: Row) -> ApiKey:
