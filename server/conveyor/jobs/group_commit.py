@@ -15,6 +15,7 @@ so that another process holding the database's write lock delays only the writes
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +37,16 @@ MAX_BATCH = 1000  # operations per transaction: bounds how long one commit keeps
 class _Pending:
     operation: Operation[Any]
     write: bool
-    done: anyio.Event = field(default_factory=anyio.Event)
+    # A plain asyncio future, not an anyio Event: one per statement, and the store's thread
+    # answers on asyncio anyway (sqlite_thread.py).
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     finished: bool = False
     result: Any = None
     error: BaseException | None = None
+
+    def wake(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -64,14 +71,13 @@ class GroupCommit:
         """
         pending = _Pending(operation, write)
         self._queue.append(pending)
-        if self._leading:
-            # Shielded: a waiter may be promoted to lead, and a lost lead would stall every caller.
-            with anyio.CancelScope(shield=True):
-                await pending.done.wait()
-            if pending.finished:
-                return cast(T, pending.outcome())
-        self._leading = True
+        # Shielded: a waiter may be promoted to lead, and a lost lead would stall every caller.
         with anyio.CancelScope(shield=True):
+            if self._leading:
+                await pending.done
+                if pending.finished:
+                    return cast(T, pending.outcome())
+            self._leading = True
             await self._lead()
         return cast(T, pending.outcome())
 
@@ -89,9 +95,9 @@ class GroupCommit:
         finally:
             for pending in batch:
                 pending.finished = True
-                pending.done.set()
+                pending.wake()
             if self._queue:
-                self._queue[0].done.set()  # the next leader
+                self._queue[0].wake()  # the next leader
             else:
                 self._leading = False
 
