@@ -86,6 +86,7 @@ class SQLiteJobStore(SQLJobStore):
         self._group: group_commit.GroupCommit | None = None
         self._file = DatabaseFile(self.path)
         self.webhooks = WebhookStore(self)  # same database, same committer
+        self._last_names: tuple[tuple[str, ...] | None, str] = (None, "")
 
     async def open(self) -> None:
         existed = self._file.prepare()
@@ -180,7 +181,14 @@ class SQLiteJobStore(SQLJobStore):
         return await self._run(lambda conn: conn.execute(sql, params).rowcount)
 
     def names(self, values: Sequence[str] | None) -> Any:
-        return None if values is None else json.dumps(list(values))  # read with json_each
+        if values is None:
+            return None
+        # A worker claims with the same tuple of tool names claim after claim: written once.
+        if not isinstance(values, tuple):
+            return json.dumps(list(values))  # read with json_each
+        if values is not self._last_names[0]:
+            self._last_names = (values, json.dumps(values))
+        return self._last_names[1]
 
     async def insert(self, job: NewJob) -> Job | None:
         params = self._insert_params(job)
