@@ -587,16 +587,16 @@ class JobEngine:
             if started:
                 await self._run_to_outcome(job, running)
         finally:
-            # Shutdown cancels the worker mid-job: hand the job back, or end it INTERRUPTED.
-            with anyio.CancelScope(shield=True):
-                try:
-                    if not running.done.is_set():
+            try:
+                if not running.done.is_set():
+                    # Shutdown cancels the worker mid-job: hand the job back, or end it INTERRUPTED.
+                    with anyio.CancelScope(shield=True):
                         await self._hand_back(job, running, started=started)
-                finally:  # even if the store failed: a job left here would hold its lease forever
-                    del self._running[job.job_id]
-                    running.done.set()
-                    if self._draining and not self._running and not self._claimed:
-                        self._drained.set()
+            finally:  # even if the store failed: a job left here would hold its lease forever
+                del self._running[job.job_id]
+                running.done.set()
+                if self._draining and not self._running and not self._claimed:
+                    self._drained.set()
 
     async def _run_to_outcome(self, job: Job, running: _Running) -> None:
         async def on_progress(progress: Progress) -> None:
