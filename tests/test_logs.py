@@ -44,3 +44,10 @@ def test_the_time_stamp_follows_the_clock_from_one_second_to_the_next() -> None:
     assert formatter.format(record("a", first)).startswith(f"time={stamp(first)} ")
     assert formatter.format(record("b", second)).startswith(f"time={stamp(second)} ")
     assert stamp(first) != stamp(second)
+
+
+def test_a_logger_name_that_is_not_a_plain_word_is_quoted() -> None:
+    made = logging.getLogger("my toolkit").makeRecord(
+        "my toolkit", logging.WARNING, __file__, 1, "hi", (), None
+    )
+    assert ' level=warning logger="my toolkit" msg=hi' in LogfmtFormatter().format(made)

@@ -14,15 +14,17 @@ class LogfmtFormatter(logging.Formatter):
     def __init__(self, *, tracebacks: bool = True) -> None:
         super().__init__()
         self.tracebacks = tracebacks
-        self._second, self._stamp = -1, ""
+        self._stamped = (-1, "")  # (second, its time stamp): one tuple, so a reader sees a pair
 
     def format(self, record: logging.LogRecord) -> str:
         # A line per finished job: formatting is on the engine's hot path, so each second's time
         # stamp is made once, and plain words (most values) are written as they are.
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(second))
-        parts = [f"time={self._stamp} level={record.levelname.lower()} logger={record.name}"]
+        second, stamp = self._stamped
+        if int(record.created) != second:
+            second = int(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(second))
+            self._stamped = (second, stamp)
+        parts = [f"time={stamp} level={record.levelname.lower()} logger={_quote(record.name)}"]
         action = getattr(record, "action", None)
         if action is not None:
             parts.append(f"action={_quote(action)}")
