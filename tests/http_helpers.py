@@ -15,6 +15,12 @@ from tests import toolkits
 from tests.live_server import LiveServer
 
 TERMINAL = {"completed", "failed", "canceled", "timeout"}
+MODERN = "2026-07-28"
+MODERN_META = {  # the envelope a raw 2026-07-28 request carries in params._meta
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
 UNKNOWN_JOB = "job_" + "0" * 32
 
 

@@ -18,17 +18,12 @@ from mcp_types import HEADER_MISMATCH
 from conveyor.http_api import plain_answer
 from tests import toolkits
 from tests.conftest import make_settings
+from tests.http_helpers import MODERN as VERSION
+from tests.http_helpers import MODERN_META as META
 from tests.http_helpers import mcp_client
 from tests.live_server import LiveServer, live_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
-
-VERSION = "2026-07-28"
-META = {
-    "io.modelcontextprotocol/protocolVersion": VERSION,
-    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def build_app(runtime: Runtime) -> Starlette:
         Route(path, _bind(methods, runtime), methods=list(methods)) for path, methods in by_path.items()
     ]
     # First: /mcp carries most requests, and the router tries routes in order.
-    routes.insert(0, Route(MCP_PATH, McpEndpoint(mcp_sessions), methods=["GET", "POST", "DELETE"]))
+    routes.insert(0, Route(MCP_PATH, McpEndpoint(mcp_sessions, runtime), methods=["GET", "POST", "DELETE"]))
     route_names = {id(route.endpoint): route.path for route in routes if isinstance(route, Route)}
 
     @asynccontextmanager

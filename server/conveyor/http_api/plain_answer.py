@@ -28,6 +28,11 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
+from conveyor.auth import Principal
+from conveyor.http_api.plain_tool_call import answer, recognize
+from conveyor.mcp_server.server import ToolCalls
+from conveyor.runtime import Runtime
+
 WATCH_AFTER_S = 0.05
 PING_S = 15.0  # as the SDK's SSE answer pings
 _VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
@@ -64,7 +69,8 @@ class _Exchange:
         self._receive = receive
         self._send = send
         self._call = anyio.CancelScope()
-        self._lock = anyio.Lock(fast_acquire=True)  # the watcher's pings and the answer take turns
+        # The watcher's pings and the answer take turns, once there is a watcher: made by it.
+        self._lock: anyio.Lock | None = None
         self._answering = False  # the answer has begun: no more pings
         self._streaming = False  # committed as an event stream: the answer comes as an event
 
@@ -86,8 +92,11 @@ class _Exchange:
                 watcher.cancel()
 
     async def send(self, message: Message) -> None:
+        self._answering = True  # before any wait: a watcher that gets the lock next sends no ping
+        if self._lock is None:  # no watcher, or one that has not begun: nothing to take turns with
+            await self._send(message)
+            return
         async with self._lock:
-            self._answering = True
             if not self._streaming:
                 await self._send(message)
             elif message["type"] == "http.response.body":  # the reply, one JSON body, as an event
@@ -98,6 +107,7 @@ class _Exchange:
 
     async def _watch(self) -> None:
         """Cancel the call when the client goes; ping while it runs silent."""
+        self._lock = anyio.Lock(fast_acquire=True)
         try:
             while True:
                 with anyio.move_on_after(PING_S - (WATCH_AFTER_S if not self._streaming else 0)):
@@ -117,21 +127,39 @@ class _Exchange:
 
 
 class McpEndpoint:
-    """/mcp: what ``answers_plain`` picks as plain JSON, as the SDK's JSON mode answers it;
-    everything else by the session manager."""
+    """/mcp: what ``answers_plain`` picks as plain JSON, as the SDK's JSON mode answers it (a
+    plain tools/call by Conveyor itself: ``plain_tool_call``); everything else by the session
+    manager."""
 
-    def __init__(self, sessions: StreamableHTTPSessionManager) -> None:
+    def __init__(self, sessions: StreamableHTTPSessionManager, runtime: Runtime) -> None:
         self._sessions = sessions
+        self._registry = runtime.registry
+        self._calls = ToolCalls(runtime)
+        server = sessions.app
+        self._input_schema = server.get_tool_input_schema or _no_schema
+        self._server_info = server.server_info_stamp  # a copy of its own; only ever serialised
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST" or not answers_plain(scope, scope.get("state", {}).get("mcp_message")):
+        state = scope.get("state", {})
+        message = state.get("mcp_message")
+        if scope["method"] != "POST" or not answers_plain(scope, message):
             await self._sessions.handle_request(scope, receive, send)
             return
-        sessions = self._sessions
         exchange = _Exchange(receive, send)
+        principal = state.get("principal")
+        call = recognize(scope, message, self._registry, self._input_schema)
+        if call is not None and isinstance(principal, Principal):
+            calls, server_info = self._calls, self._server_info
+            await exchange.run(lambda: answer(call, principal, calls, server_info, exchange.send))
+            return
+        sessions = self._sessions
         await exchange.run(
             # No lifespan state: Conveyor's server lifespan yields none.
             lambda: handle_modern_request(
                 sessions.app, sessions.security_settings, True, None, scope, receive, exchange.send
             )
         )
+
+
+def _no_schema(name: str) -> Any:
+    raise LookupError(f"no input schema lookup for {name}")

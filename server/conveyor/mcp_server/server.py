@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import mcp_types as types
@@ -29,7 +29,7 @@ from conveyor.mcp_server.results import error_result, outcome_result
 from conveyor.mcp_server.task_notifier import TaskNotifier
 from conveyor.mcp_server.tasks import Tasks
 from conveyor.mcp_server.tool_list import ToolList
-from conveyor.progress import Progress
+from conveyor.progress import Progress, ProgressSink
 from conveyor.registry import Registry
 from conveyor.runtime import Runtime
 from conveyor.schemas import ToolView
@@ -83,6 +83,7 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
     resources = JobResources(runtime, resolve)
     listed = runtime.settings.tools_listed
     tool_list = ToolList(runtime.registry, define_tools, resources.bus, listed=listed)
+    calls = ToolCalls(runtime)
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -94,21 +95,12 @@ def build_server(runtime: Runtime, *, principal_of: PrincipalResolver | None = N
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        principal = resolve(ctx)
-        meta = META_TOOLS.get(params.name)
-        try:
-            if meta is not None:
-                return await meta.handler(runtime, principal, meta.parse(params.arguments))
-            with runtime.limiter.direct_run(principal):
-                return await _run_direct(runtime, ctx, params, principal)
-        except ToolNotFound as exc:
-            if meta is None and exc.extra.get("tool") == params.name:
-                # An unknown tool name in tools/call is a protocol error (the spec's -32602).
-                data = {**exc.to_payload(), "request_id": _request_id(ctx)}
-                raise MCPError(code=INVALID_PARAMS, message=exc.message, data=data) from None
-            return error_result(exc, _request_id(ctx))
-        except ConveyorError as exc:
-            return error_result(exc, _request_id(ctx))
+        async def send_progress(progress: Progress) -> None:
+            await ctx.session.report_progress(progress.current, progress.total, progress.message)
+
+        return await calls.call(
+            resolve(ctx), params.name, params.arguments, params.meta, _request_id(ctx), send_progress
+        )
 
     async def load_job(job_id: str) -> Job:
         return await runtime.engine.get(job_id, owner=None)
@@ -141,36 +133,65 @@ async def _background(
         yield
 
 
-async def _run_direct(
-    runtime: Runtime,
-    ctx: ServerRequestContext[Any, Any],
-    params: types.CallToolRequestParams,
-    principal: Principal,
-) -> types.CallToolResult:
-    async def send_progress(progress: Progress) -> None:
-        await ctx.session.report_progress(progress.current, progress.total, progress.message)
+class ToolCalls:
+    """``tools/call`` apart from its transport: a meta-tool, or a tool run directly, with the
+    errors a caller gets. The SDK's handler calls it, and so does the 2026 plain HTTP answer
+    (``http_api/plain_tool_call.py``): one way for every direct call."""
 
-    version = requested_version(params.meta)
-    tool = runtime.registry.get(params.name, version)
-    outcome = await runtime.executor.run(
-        tool.wire_name, params.arguments, progress=send_progress, caller=principal, version=version
-    )
-    return outcome_result(outcome, structured=tool.structured)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def call(
+        self,
+        principal: Principal,
+        name: str,
+        arguments: dict[str, Any] | None,
+        meta: Mapping[str, Any] | None,
+        request_id: str,
+        progress: ProgressSink | None,
+    ) -> types.CallToolResult:
+        """``progress``: where the run's progress goes (None: the caller asked for none)."""
+        runtime = self.runtime
+        meta_tool = META_TOOLS.get(name)
+        try:
+            if meta_tool is not None:
+                return await meta_tool.handler(runtime, principal, meta_tool.parse(arguments))
+            with runtime.limiter.direct_run(principal):
+                version = requested_version(meta)
+                tool = runtime.registry.get(name, version)
+                outcome = await runtime.executor.run(
+                    tool.wire_name, arguments, progress=progress, caller=principal, version=version
+                )
+                return outcome_result(outcome, structured=tool.structured)
+        except ToolNotFound as exc:
+            if meta_tool is None and exc.extra.get("tool") == name:
+                # An unknown tool name in tools/call is a protocol error (the spec's -32602).
+                data = {**exc.to_payload(), "request_id": request_id}
+                raise MCPError(code=INVALID_PARAMS, message=exc.message, data=data) from None
+            return error_result(exc, request_id)
+        except ConveyorError as exc:
+            return error_result(exc, request_id)
 
 
 async def _coded_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    with coding_errors(_request_id(ctx)):
+        return await call_next(ctx)
+
+
+@contextmanager
+def coding_errors(request_id: str) -> Iterator[None]:
     """Every error a client sees is coded: a Conveyor error keeps its code in ``data``, and a bug
     is INTERNAL_ERROR with a request id to find it in the log (the SDK would answer code 0 with
-    the exception's text)."""
+    the exception's text). JSON-RPC errors pass as they are (the SDK answers a ValidationError
+    as invalid params)."""
     try:
-        return await call_next(ctx)
+        yield
     except (MCPError, ValidationError):
-        raise  # already JSON-RPC errors (the SDK answers a ValidationError as invalid params)
+        raise
     except ConveyorError as exc:
         code = INVALID_PARAMS if exc.http_status < 500 else INTERNAL_ERROR
-        raise MCPError(code, exc.message, {**exc.to_payload(), "request_id": _request_id(ctx)}) from None
+        raise MCPError(code, exc.message, {**exc.to_payload(), "request_id": request_id}) from None
     except Exception:
-        request_id = _request_id(ctx)
         logger.exception(
             "MCP handler failed", extra={"action": "mcp.internal_error", "request_id": request_id}
         )
