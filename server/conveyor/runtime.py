@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -170,6 +171,17 @@ async def open_runtime(
                         hurry = shutdown.hurry if shutdown is not None else None
                         await engine.drain(settings.shutdown_grace_seconds, hurry=hurry)
                 tg.cancel_scope.cancel()
+
+
+def freeze_startup_objects() -> None:
+    """For a process that serves from now on (a server, a worker), once it has started: what
+    start-up made (modules, models, the registry, the app) lives as long as the process, so the
+    garbage collector stops walking it (``gc.freeze``). Its collections then walk only what serving
+    made: over HTTP in the 2025-11-25 era, about 100 µs less CPU per call (bench/FINDINGS.md).
+    What start-up made and later drops is still freed by reference counting; only a cycle of it
+    would stay, which start-up's objects do not form."""
+    gc.freeze()
+    logger.debug("start-up objects frozen", extra={"action": "gc.frozen", "objects": gc.get_freeze_count()})
 
 
 async def stop_on_signals(shutdown: Shutdown) -> None:

@@ -12,7 +12,7 @@ import os
 import anyio
 
 from conveyor.local_worker import WorkerLock
-from conveyor.runtime import Runtime, Shutdown, open_runtime, stop_on_signals
+from conveyor.runtime import Runtime, Shutdown, freeze_startup_objects, open_runtime, stop_on_signals
 from conveyor.settings import Settings
 
 logger = logging.getLogger("conveyor.worker")
@@ -30,6 +30,7 @@ async def run_worker(settings: Settings, *, local: bool = False) -> None:
             async with open_runtime(settings, shutdown=shutdown) as runtime, anyio.create_task_group() as tg:
                 if lock is not None:
                     tg.start_soon(_exit_when_idle, runtime, lock, shutdown)
+                freeze_startup_objects()
                 logger.info(
                     "worker ready",
                     extra={

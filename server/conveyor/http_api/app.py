@@ -34,7 +34,7 @@ from conveyor.http_api.plain_answer import McpEndpoint
 from conveyor.http_api.responses import JSONResponse, error_response, request_id_of
 from conveyor.http_api.stream import stream_job
 from conveyor.http_api.ui import UiDoor, build_ui
-from conveyor.runtime import Runtime, Shutdown, open_runtime
+from conveyor.runtime import Runtime, Shutdown, freeze_startup_objects, open_runtime
 from conveyor.settings import Settings
 
 logger = logging.getLogger("conveyor.http")
@@ -229,10 +229,12 @@ async def serve_http(settings: Settings) -> None:
                 lifespan="on",
                 timeout_graceful_shutdown=5,
             )
+            server = _Server(config, shutdown)
+            freeze_startup_objects()
             port = sock.getsockname()[1]  # the one the system chose, for --port 0
             logger.info(
                 "serving HTTP", extra={"action": "http.listening", "host": settings.host, "port": port}
             )
-            await _Server(config, shutdown).serve(sockets=[sock])
+            await server.serve(sockets=[sock])
     finally:
         sock.close()

@@ -13,7 +13,7 @@ import anyio
 from conveyor.local_worker import LocalWorkerLauncher
 from conveyor.mcp_server.server import build_server
 from conveyor.mcp_server.stdio_wire import stdio_wire
-from conveyor.runtime import Shutdown, open_runtime, stop_on_signals
+from conveyor.runtime import Shutdown, freeze_startup_objects, open_runtime, stop_on_signals
 from conveyor.settings import Settings
 
 logger = logging.getLogger("conveyor.stdio")
@@ -36,6 +36,7 @@ async def serve_stdio(settings: Settings) -> None:
             if launcher is not None:
                 launcher.ensure()
             server = build_server(runtime)
+            freeze_startup_objects()
             logger.info(
                 "serving MCP over stdio",
                 extra={
