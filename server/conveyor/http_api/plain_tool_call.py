@@ -87,7 +87,7 @@ def recognize(
     if name not in META_TOOLS and (name not in registry or registry.get(name).task_support == "required"):
         return None  # unknown (the SDK's -32602), or a task only the tasks middleware can make
     raw_headers = scope["headers"]
-    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers]
+    headers = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in raw_headers]
     if find_duplicated_routing_header(headers) is not None:
         return None
     first_of_each = dict(reversed(headers))  # as the SDK folds them: the first of a name wins
