@@ -1,12 +1,15 @@
 """Group commit for SQLite: concurrent callers' statements share one transaction and one fsync.
 
 Every statement of the store is an operation (a function of the sqlite3 connection) given to
-``GroupCommit.run``. A caller that finds no batch in flight leads: it takes every queued
-operation to the connection's thread in one trip, runs the reads in one read transaction and
-the writes in one write transaction, then hands the lead to the first caller that queued
-meanwhile. A caller gets its result only after the transaction holding its operation has
-committed, so "committed before it returns" holds for every caller, at one commit per batch
-instead of one per statement. No background task: whoever waits does the work.
+``GroupCommit.run``. Operations queue; a batch of every queued operation goes to the
+connection's thread in one trip, which runs the reads in one read transaction and the writes in
+one write transaction. One batch is on the thread at a time: when it ends, its callers are woken,
+and one turn of the event loop later (so that what they queue on waking joins it) the next batch
+goes. A caller gets its result only after the transaction holding its operation has committed,
+so "committed before it returns" holds for every caller, at one commit per batch instead of one
+per statement. The batches are sent from event-loop callbacks, not by a leading caller, so a
+caller that is cancelled while it waits stalls nobody: its operation stays queued and commits,
+and only its answer is dropped (a caller that must know the outcome shields its wait).
 
 Reads and writes of one batch come from callers that were waiting at the same time, so no order
 between them was promised; reads go first, in a deferred transaction that takes no write lock,
@@ -22,9 +25,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import anyio
-import anyio.lowlevel
-
 from conveyor.jobs.sqlite_thread import SQLiteThread
 
 T = TypeVar("T")
@@ -38,7 +38,7 @@ class _Pending:
     operation: Operation[Any]
     write: bool
     # A plain asyncio future, not an anyio Event: one per statement, and the store's thread
-    # answers on asyncio anyway (sqlite_thread.py).
+    # answers on asyncio anyway (sqlite_thread.py). Cancelled with a caller that stops waiting.
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     finished: bool = False
     result: Any = None
@@ -61,7 +61,7 @@ class GroupCommit:
         self._thread = thread
         self._before_writes = before_writes
         self._queue: list[_Pending] = []
-        self._leading = False
+        self._busy = False  # a batch is on the thread, or is about to be sent
 
     async def run(self, operation: Operation[T], *, write: bool = True) -> T:
         """Run ``operation`` in a transaction shared with whatever else is queued; committed on return.
@@ -71,35 +71,35 @@ class GroupCommit:
         """
         pending = _Pending(operation, write)
         self._queue.append(pending)
-        # Shielded: a waiter may be promoted to lead, and a lost lead would stall every caller.
-        with anyio.CancelScope(shield=True):
-            if self._leading:
-                await pending.done
-                if pending.finished:
-                    return cast(T, pending.outcome())
-            self._leading = True
-            await self._lead()
+        if not self._busy:
+            self._send_soon()
+        await pending.done
         return cast(T, pending.outcome())
 
-    async def _lead(self) -> None:
+    def _send_soon(self) -> None:
         # One turn of the event loop first: callers made ready by the same event (a submit and the
         # worker it woke) queue their operations into this batch instead of the next.
-        await anyio.lowlevel.checkpoint()
+        self._busy = True
+        asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        if not self._queue:
+            self._busy = False
+            return
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        try:
-            await self._thread.call(partial(run_batch, batch=batch, before_writes=self._before_writes))
-        except Exception as exc:  # the thread is gone (the store closed): all learn it
-            for pending in batch:
-                if not pending.finished:
-                    pending.error = exc
-        finally:
-            for pending in batch:
-                pending.finished = True
-                pending.wake()
-            if self._queue:
-                self._queue[0].wake()  # the next leader
-            else:
-                self._leading = False
+        self._thread.submit(
+            partial(run_batch, batch=batch, before_writes=self._before_writes),
+            partial(self._sent, batch),
+        )
+
+    def _sent(self, batch: list[_Pending], failure: BaseException | None) -> None:
+        """The batch is back from the thread (``failure``: the thread is gone, the store closed)."""
+        for pending in batch:
+            if failure is not None and not pending.finished:
+                pending.error = failure
+            pending.finished = True
+            pending.wake()
+        self._send_soon()
 
 
 def run_batch(

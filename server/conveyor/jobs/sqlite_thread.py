@@ -53,6 +53,16 @@ class SQLiteThread:
         self._queue.put((function, future, loop))
         return await future
 
+    def submit(self, function: Call[Any], done: Callable[[BaseException | None], None]) -> None:
+        """Run ``function(connection)`` on the thread, then call ``done`` on this event loop with
+        what it raised (None if it returned): a trip with no task waiting on it."""
+        if self._thread is None:
+            done(RuntimeError("the SQLite thread is not running"))
+            return
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda settled: done(settled.exception()))
+        self._queue.put((function, future, asyncio.get_running_loop()))
+
     async def close(self) -> None:
         """Close the connection and end the thread, after the calls already queued."""
         thread, closed = self._thread, self._closed
