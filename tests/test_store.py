@@ -117,6 +117,42 @@ async def test_a_limited_owners_jobs_do_not_hold_back_other_owners(tmp_path: Pat
         assert await claim(store, limit=2) == []  # the limited owner's next waits for its first
 
 
+async def test_an_insert_answers_the_job_as_stored_with_its_place_in_the_queue(
+    tmp_path: Path, database: str
+) -> None:
+    # The SQLite store builds the answer from what it inserted and the few values the statement
+    # returns; it must be the row a later read finds, every field of it.
+    async with stores(tmp_path, database, 2) as (one, two):
+        plain = await one.insert(new_job())
+        full = await one.insert(
+            new_job(
+                "bob",
+                queue="slow",
+                idempotency_key="key-1",
+                trace_id="t" * 32,
+                timeout_ms=5_000,
+                webhook_url="https://example.com/hook",
+                estimated_duration_ms=1_200,
+                max_concurrent=2,
+                kind="task",
+                ttl_ms=60_000,
+                dedupe_key=None,
+                sealed_credentials="sealed-text",
+                tool_version="2.0",
+                requested_version="2.0",
+            )
+        )
+        second_in_default = await two.insert(
+            NewJob(tool="demo_echo", arguments={"text": "héllo", "more": [1, 2.5, None, True]}, owner="carol")
+        )
+        assert plain is not None and full is not None and second_in_default is not None
+        for inserted in (plain, full, second_in_default):
+            assert inserted == await two.get(inserted.job_id)
+        assert (plain.position_in_queue, full.position_in_queue) == (1, 1)  # queues count apart
+        assert second_in_default.position_in_queue == 2
+        assert second_in_default.version > full.version > plain.version
+
+
 async def test_an_idempotency_key_and_an_active_duplicate_insert_nothing(
     tmp_path: Path, database: str
 ) -> None:

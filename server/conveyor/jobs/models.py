@@ -55,6 +55,32 @@ class NewJob:
     job_id: str = field(default_factory=new_job_id)
     created_at: int = field(default_factory=now_ms)
 
+    def queued(self, *, version: int, position_in_queue: int) -> Job:
+        """The job as its insert stored it: queued, due at once, with the store's ``version``."""
+        return Job(
+            job_id=self.job_id,
+            tool=self.tool,
+            arguments=self.arguments,
+            owner=self.owner,
+            status=JobStatus.QUEUED,
+            queue=self.queue,
+            created_at=self.created_at,
+            run_after=self.created_at,
+            estimated_duration_ms=self.estimated_duration_ms,
+            idempotency_key=self.idempotency_key,
+            trace_id=self.trace_id,
+            timeout_ms=self.timeout_ms,
+            webhook_url=self.webhook_url,
+            position_in_queue=position_in_queue,
+            kind=self.kind,
+            ttl_ms=self.ttl_ms,
+            max_concurrent=self.max_concurrent,
+            version=version,
+            sealed_credentials=self.sealed_credentials,
+            tool_version=self.tool_version,
+            requested_version=self.requested_version,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Job:

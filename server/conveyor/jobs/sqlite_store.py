@@ -192,12 +192,14 @@ class SQLiteJobStore(SQLJobStore):
 
     async def insert(self, job: NewJob) -> Job | None:
         params = self._insert_params(job)
-        sql = self._q["insert_job"]  # it returns the row with its position_in_queue
+        sql = self._q["insert_job"]  # it returns what only the store knows: version and position
 
-        def insert(conn: sqlite3.Connection) -> Job | None:
-            return rows.job_or_none(conn.execute(sql, params).fetchone())
+        def insert(conn: sqlite3.Connection) -> tuple[int, int] | None:
+            row = conn.execute(sql, params).fetchone()  # none: an earlier submit's key or duplicate
+            return None if row is None else (row[0], row[1])
 
-        return await self._run(insert)
+        stored = await self._run(insert)
+        return None if stored is None else job.queued(version=stored[0], position_in_queue=stored[1])
 
     async def _page_and_total(
         self, listing: str, counting: str, params: dict[str, Any], *, limit: int, offset: int

@@ -11,9 +11,11 @@ VALUES (:job_id, :tool, :arguments, :owner, 'queued', :queue, :created_at, :crea
         :tool_version, :requested_version)
 -- An idempotency key used before, or a duplicate of an active job: nothing is inserted.
 ON CONFLICT DO NOTHING
--- Its place in its queue, read in the same statement (jobs queued before it, and itself).
-RETURNING *, (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = jobs.queue AND q.seq < jobs.seq) + 1
-             AS position_in_queue;
+-- What the submit does not know already: the row's version, and its place in its queue (jobs
+-- queued before it, and itself), read in the same statement.
+RETURNING version,
+          (SELECT COUNT(*) FROM jobs q WHERE q.status = 'queued' AND q.queue = jobs.queue AND q.seq < jobs.seq) + 1
+              AS position_in_queue;
 
 -- name: get_active_duplicate
 SELECT *, NULL AS position_in_queue FROM jobs
