@@ -136,11 +136,15 @@ def _find_fault(value: Any, max_depth: int) -> None:
             raise NotStrictJson(f"a {type(item).__name__}, which is not JSON", path)
 
 
+# Made once: json.dumps makes a new encoder for every call given options (each job dumps several).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_SPACED = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+
 def dumps(value: Any, *, compact: bool = True) -> str:
     """JSON text of a strict value (``ValueError`` for NaN; a surrogate fails on encoding);
     ``compact=False`` spaces it as people (and models) read it."""
-    separators = (",", ":") if compact else (", ", ": ")
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=separators)
+    return (_COMPACT if compact else _SPACED).encode(value)
 
 
 def clean_text(text: str) -> str:

@@ -33,10 +33,13 @@ def dump(value: Any) -> str:
     """A JSON column's text. What reaches here was checked at the door; should anything not strict
     slip through, it is stored sanitized rather than as text no client could read back."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return _COLUMN.encode(value)
     except ValueError:
         logger.warning("stored a sanitized value", extra={"action": "store.sanitized"})
-        return json.dumps(strict_json.sanitized(value), allow_nan=False)
+        return _COLUMN.encode(strict_json.sanitized(value))
+
+
+_COLUMN = json.JSONEncoder(allow_nan=False)  # made once (json.dumps with options makes one a call)
 
 
 def load(text: str) -> Any:
