@@ -95,15 +95,17 @@ class _Running:
     tool: Tool
     scope: anyio.CancelScope
     lease_expires_at: int  # epoch ms, as of the last heartbeat that landed
+    # What the tool's ctx checks: only a tool that takes a ToolContext has one to check.
+    cancel: threading.Event | None
     cancel_requested: bool = False
-    cancel: threading.Event = field(default_factory=threading.Event)  # what the tool's ctx checks
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: bool = False  # its outcome is written (or it was handed back)
 
     def request_cancel(self) -> None:
         """Stop the run: an async tool at once; a sync tool, which no scope can interrupt, when it
         returns or calls ``ctx.check_cancelled()`` (until then the job shows the cancel pending)."""
         self.cancel_requested = True
-        self.cancel.set()
+        if self.cancel is not None:
+            self.cancel.set()
         if self.tool.is_async:
             self.scope.cancel()
 
@@ -575,7 +577,8 @@ class JobEngine:
             job.tool, job.tool_version, newest_if_missing=job.requested_version is None
         )
         lease = job.lease_expires_at or now_ms() + self.config.lease_ms
-        running = _Running(tool=tool, scope=anyio.CancelScope(), lease_expires_at=lease)
+        cancel = threading.Event() if tool.context_parameter else None
+        running = _Running(tool=tool, scope=anyio.CancelScope(), lease_expires_at=lease, cancel=cancel)
         self._running[job.job_id] = running
         if job.job_id in self._cancels_pending:
             self._cancels_pending.discard(job.job_id)
@@ -588,13 +591,13 @@ class JobEngine:
                 await self._run_to_outcome(job, running)
         finally:
             try:
-                if not running.done.is_set():
+                if not running.done:
                     # Shutdown cancels the worker mid-job: hand the job back, or end it INTERRUPTED.
                     with anyio.CancelScope(shield=True):
                         await self._hand_back(job, running, started=started)
             finally:  # even if the store failed: a job left here would hold its lease forever
                 del self._running[job.job_id]
-                running.done.set()
+                running.done = True
                 if self._draining and not self._running and not self._claimed:
                     self._drained.set()
 
@@ -625,7 +628,7 @@ class JobEngine:
             else:
                 status = JobStatus.TIMEOUT if isinstance(exc, ExecutionTimeout) else JobStatus.FAILED
                 await self._fail_or_retry(job, running, exc, status)
-            running.done.set()
+            running.done = True
             return
         if running.cancel_requested:
             await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
@@ -641,7 +644,7 @@ class JobEngine:
                 execution_time_ms=outcome.execution_time_ms,
             )
             self._learn_duration(job.tool, outcome.execution_time_ms)
-        running.done.set()
+        running.done = True
 
     async def _save_progress(self, job: Job, running: _Running, progress: Progress) -> None:
         shape = progress.to_dict()
