@@ -145,7 +145,9 @@ async def test_an_insert_answers_the_job_as_stored_with_its_place_in_the_queue(
         second_in_default = await two.insert(
             NewJob(tool="demo_echo", arguments={"text": "héllo", "more": [1, 2.5, None, True]}, owner="carol")
         )
-        assert plain is not None and full is not None and second_in_default is not None
+        assert plain is not None
+        assert full is not None
+        assert second_in_default is not None
         for inserted in (plain, full, second_in_default):
             assert inserted == await two.get(inserted.job_id)
         assert (plain.position_in_queue, full.position_in_queue) == (1, 1)  # queues count apart
