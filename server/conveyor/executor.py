@@ -45,6 +45,10 @@ class ExecutionLimits:
     max_json_depth: int = strict_json.MAX_DEPTH
 
 
+class RunStopped(Exception):
+    """The run's cancel scope was cancelled by the caller that gave it (see ``Executor.run``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     tool: str
@@ -133,8 +137,13 @@ class Executor:
         credentials: Mapping[str, str] | None = None,
         caller: Principal | None = None,
         version: str | None = None,
+        scope: anyio.CancelScope | None = None,
     ) -> Outcome:
         """Run a tool once; raises a ``ConveyorError`` for every way a run can fail.
+
+        ``scope``: a cancel scope, not yet entered, that the caller keeps to stop the run with (a
+        job's engine); the run enters it, with the timeout as its deadline, and raises
+        ``RunStopped`` if the caller cancels it. Without one, the run makes its own.
 
         ``cancel``, once set, makes the tool's ``ctx.check_cancelled()`` raise: the way to stop
         a sync tool, which no cancel scope can interrupt. A tool that is not ``cancellable`` is
@@ -160,6 +169,7 @@ class Executor:
             cancel=cancel,
             shield_uncancellable=shield_uncancellable,
             credentials=credentials,
+            scope=scope,
         )
         if not hidden:
             return await run
@@ -185,6 +195,7 @@ class Executor:
         cancel: threading.Event | None,
         shield_uncancellable: bool,
         credentials: Mapping[str, str] | None,
+        scope: anyio.CancelScope | None,
     ) -> Outcome:
         """``run``, once the tool is found and its arguments checked."""
         timeout = self.timeout_ms_for(tool, timeout_ms)
@@ -210,19 +221,21 @@ class Executor:
         value: Any = None
         if relay is None:
             try:
-                value = await self._call_bounded(tool, kwargs, timeout, shield_uncancellable)
+                value = await self._call_bounded(tool, kwargs, timeout, shield_uncancellable, scope)
             except Exception as exc:
                 failure = exc
         else:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.drain_forever)
                 try:
-                    value = await self._call_bounded(tool, kwargs, timeout, shield_uncancellable)
+                    value = await self._call_bounded(tool, kwargs, timeout, shield_uncancellable, scope)
                 except Exception as exc:  # mapped below, outside the task group
                     failure = exc
                 await relay.flush()
                 tg.cancel_scope.cancel()
         elapsed_ms = int((time.perf_counter() - started) * 1000)
+        if isinstance(failure, RunStopped):
+            raise failure
         if failure is not None:
             raise _map_failure(tool, failure)
         steps = (
@@ -233,11 +246,21 @@ class Executor:
         return Outcome(tool.wire_name, self._to_result(tool, value), elapsed_ms, steps, tool.version)
 
     async def _call_bounded(
-        self, tool: Tool, kwargs: dict[str, Any], timeout_ms: int | None, shield_uncancellable: bool
+        self,
+        tool: Tool,
+        kwargs: dict[str, Any],
+        timeout_ms: int | None,
+        shield_uncancellable: bool,
+        scope: anyio.CancelScope | None,
     ) -> Any:
+        # One scope for the timeout and the caller's own stop (a scope per job run is not free).
         # A non-cancellable tool is shielded from outside cancellation; its own timeout still applies.
         deadline = anyio.current_time() + timeout_ms / 1000 if timeout_ms else math.inf
-        with anyio.CancelScope(shield=shield_uncancellable and not tool.cancellable, deadline=deadline):
+        given = scope is not None
+        scope = scope or anyio.CancelScope()
+        scope.shield = shield_uncancellable and not tool.cancellable
+        scope.deadline = deadline
+        with scope:
             if tool.is_async:
                 return await tool.func(**kwargs)
             return await anyio.to_thread.run_sync(
@@ -247,6 +270,8 @@ class Executor:
                 partial(tool.func, **kwargs),
                 abandon_on_cancel=True,
             )
+        if given and anyio.current_time() < deadline:
+            raise RunStopped  # its caller cancelled the scope it gave
         raise ExecutionTimeout(f"Tool execution exceeded {timeout_ms}ms timeout", timeout_ms=timeout_ms)
 
     def _to_result(self, tool: Tool, value: Any) -> Any:

@@ -43,7 +43,7 @@ from conveyor.errors import (
     WorkerLost,
 )
 from conveyor.events import JobEvents
-from conveyor.executor import Executor
+from conveyor.executor import Executor, Outcome, RunStopped
 from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord, new_job_id, now_ms
 from conveyor.jobs.store import JobStore
 from conveyor.outbound import check_url
@@ -605,23 +605,26 @@ class JobEngine:
         async def on_progress(progress: Progress) -> None:
             await self._save_progress(job, running, progress)
 
+        outcome: Outcome | None = None  # None: the run was stopped (a cancel, or the process stopping)
         try:
             arguments, credentials = self._unsealed(job)
-            with running.scope:
-                outcome = await self.executor.run(
-                    job.tool,
-                    arguments,
-                    version=running.tool.version,
-                    timeout_ms=job.timeout_ms,
-                    progress=on_progress,
-                    progress_interval=self.config.progress_interval_s,
-                    job_id=job.job_id,
-                    trace_id=job.trace_id,
-                    cancel=running.cancel,
-                    # The engine cancels a non-cancellable run only to stop the process.
-                    shield_uncancellable=False,
-                    credentials=credentials,
-                )
+            outcome = await self.executor.run(
+                job.tool,
+                arguments,
+                version=running.tool.version,
+                timeout_ms=job.timeout_ms,
+                progress=on_progress,
+                progress_interval=self.config.progress_interval_s,
+                job_id=job.job_id,
+                trace_id=job.trace_id,
+                cancel=running.cancel,
+                # The engine cancels a non-cancellable run only to stop the process.
+                shield_uncancellable=False,
+                credentials=credentials,
+                scope=running.scope,
+            )
+        except RunStopped:
+            pass
         except ConveyorError as exc:
             if running.cancel_requested:  # the tool failed as the cancel landed: canceled it is
                 await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
@@ -632,7 +635,7 @@ class JobEngine:
             return
         if running.cancel_requested:
             await self._finish(job, running, JobStatus.CANCELED, error=_canceled_error())
-        elif running.scope.cancelled_caught:
+        elif outcome is None:
             return  # the process is stopping: _execute hands the job back
         else:
             await self._finish(
