@@ -55,16 +55,19 @@ async def conveyor_runtime(tmp: Path, **overrides: Any) -> AsyncIterator[Any]:
         yield runtime
 
 
+TERMINAL = frozenset(("completed", "failed", "canceled", "timeout"))  # JobStatus is a str enum
+
+
 def count_finished(runtime: Any, target: int) -> anyio.Event:
     """An event set once ``target`` jobs reached a terminal status (counted where they are published)."""
     done = anyio.Event()
     publish = runtime.events.publish
     finished = 0
 
-    def counting_publish(job: Any, **how: Any) -> None:
+    def counting_publish(job: Any, *, remote: bool = False) -> None:  # JobEvents.publish's signature
         nonlocal finished
-        publish(job, **how)
-        if job.status.terminal:
+        publish(job, remote=remote)
+        if job.status in TERMINAL:
             finished += 1
             if finished >= target:
                 done.set()
