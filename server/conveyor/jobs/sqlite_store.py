@@ -248,7 +248,8 @@ class SQLiteJobStore(SQLJobStore):
                 else []
             )
             deliveries = WebhookStore.deliveries(job, registered)
-            conn.executemany(insert, deliveries)
+            if deliveries:  # most jobs have none: no statement for nothing
+                conn.executemany(insert, deliveries)
             return job, len(deliveries)
 
         job, deliveries = await self._run(end_and_enqueue)
