@@ -81,8 +81,40 @@ async def test_operations_queued_while_a_batch_runs_share_the_next_transaction(
             go_on.set()
         assert await group.run(values, write=False) == [0, 1, 2, 3, 4, 5]
     assert results == dict.fromkeys(range(1, 6), 1)
-    # The first batch, then one for the five that queued meanwhile (the lead passed to the first of them).
+    # The first batch, then one for the five that queued meanwhile (sent as the first came back).
     assert connect.begun.count("BEGIN IMMEDIATE") == 2
+
+
+async def test_a_late_write_runs_after_the_other_writes_of_its_batch(
+    traced: tuple[GroupCommit, Traced],
+) -> None:
+    # A claim is late: queued before an insert of the same batch, it still sees the inserted job.
+    group, _ = traced
+    in_flight, go_on = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        in_flight.set()
+        go_on.wait(5)
+
+    def count_rows(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+    counted: list[int] = []
+
+    async def late_count() -> None:
+        counted.append(await group.run(count_rows, late=True))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: group.run(slow))
+            assert await anyio.to_thread.run_sync(in_flight.wait, 5)
+            tg.start_soon(late_count)  # queued first, behind the batch in flight
+            await anyio.wait_all_tasks_blocked()
+            for value in (1, 2, 3):
+                tg.start_soon(group.run, insert(value))
+            await anyio.wait_all_tasks_blocked()
+            go_on.set()
+    assert counted == [3]
 
 
 async def test_one_failing_operation_fails_alone_and_the_rest_of_its_batch_commits(

@@ -13,7 +13,8 @@ and only its answer is dropped (a caller that must know the outcome shields its 
 
 Reads and writes of one batch come from callers that were waiting at the same time, so no order
 between them was promised; reads go first, in a deferred transaction that takes no write lock,
-so that another process holding the database's write lock delays only the writes.
+so that another process holding the database's write lock delays only the writes. Writes marked
+``late`` (claims) go after the batch's others, so that a claim sees the jobs inserted with it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ MAX_BATCH = 1000  # operations per transaction: bounds how long one commit keeps
 class _Pending:
     operation: Operation[Any]
     write: bool
+    late: bool  # runs after the batch's other writes (a claim: it then sees the batch's inserts)
     # A plain asyncio future, not an anyio Event: one per statement, and the store's thread
     # answers on asyncio anyway (sqlite_thread.py). Cancelled with a caller that stops waiting.
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -63,13 +65,14 @@ class GroupCommit:
         self._queue: list[_Pending] = []
         self._busy = False  # a batch is on the thread, or is about to be sent
 
-    async def run(self, operation: Operation[T], *, write: bool = True) -> T:
+    async def run(self, operation: Operation[T], *, write: bool = True, late: bool = False) -> T:
         """Run ``operation`` in a transaction shared with whatever else is queued; committed on return.
 
         ``write=False`` promises that the operation only reads: it then runs in a read
-        transaction, which never waits for another process's write lock.
+        transaction, which never waits for another process's write lock. ``late``: the write
+        runs after the other writes of its batch.
         """
-        pending = _Pending(operation, write)
+        pending = _Pending(operation, write, late)
         self._queue.append(pending)
         if not self._busy:
             self._send_soon()
@@ -107,7 +110,8 @@ def run_batch(
 ) -> None:
     """On the connection's thread: the reads in one transaction, then the writes in another."""
     reads = [pending for pending in batch if not pending.write]
-    writes = [pending for pending in batch if pending.write]
+    writes = [pending for pending in batch if pending.write and not pending.late]
+    writes += [pending for pending in batch if pending.late]
     if reads:
         _run_reads(conn, reads)
     if writes:

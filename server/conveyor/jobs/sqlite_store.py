@@ -141,6 +141,7 @@ class SQLiteJobStore(SQLJobStore):
         operation: group_commit.Operation[group_commit.T],
         *,
         write: bool = True,
+        late: bool = False,
         timeout_s: float | None = None,
     ) -> group_commit.T:
         """Run one operation through the group committer, retrying while another process holds
@@ -152,7 +153,7 @@ class SQLiteJobStore(SQLJobStore):
             if self._group is None:
                 raise RuntimeError("the job store is not open")
             try:
-                return await self._group.run(operation, write=write)
+                return await self._group.run(operation, write=write, late=late)
             except DatabaseFileLost as exc:
                 raise StoreUnavailable(str(exc), retry_after=STORE_FAULT_RETRY_S) from None
             except sqlite3.OperationalError as exc:
@@ -232,7 +233,8 @@ class SQLiteJobStore(SQLJobStore):
 
         # Little patience: the caller (a worker) tries again soon anyway, and a claim is shielded
         # from cancellation, so a long one would hold up a shutdown.
-        return await self._run(claim_each, timeout_s=CLAIM_TIMEOUT_S)
+        # Late in its batch, it sees the jobs inserted in the same transaction.
+        return await self._run(claim_each, late=True, timeout_s=CLAIM_TIMEOUT_S)
 
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
         sql, targets, insert = self._q[query], self._q["webhooks_for_event"], self._q["insert_delivery"]
