@@ -360,12 +360,7 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     store = runtime.engine.store
     assert done.status is JobStatus.COMPLETED
     assert await runtime.engine.cancel(done.job_id, owner=OWNER) == done
-    assert (
-        await store.finish(
-            done.job_id, attempt=done.attempts, status=JobStatus.FAILED, now=now_ms(), error={"code": "X"}
-        )
-        is None
-    )
+    assert await store.finish(done, status=JobStatus.FAILED, now=now_ms(), error={"code": "X"}) is None
     assert await store.cancel_queued(done.job_id, now=now_ms(), error={"code": "X"}) is None
     assert await store.requeue(done.job_id, attempt=done.attempts, run_after=0) is None
     await store.save_progress(done.job_id, {"percentage": 1}, attempt=done.attempts)
@@ -383,12 +378,7 @@ async def test_a_terminal_job_never_changes(runtime: Runtime) -> None:
     await runtime.engine.cancel(held.job_id, owner=OWNER)
     after = await runtime.engine.get(held.job_id, owner=OWNER)
     assert await runtime.engine.cancel(held.job_id, owner=OWNER) == after
-    assert (
-        await store.finish(
-            held.job_id, attempt=held.attempts, status=JobStatus.COMPLETED, now=now_ms(), result=1
-        )
-        is None
-    )
+    assert await store.finish(held, status=JobStatus.COMPLETED, now=now_ms(), result=1) is None
     assert (await runtime.engine.get(held.job_id, owner=OWNER)).status is JobStatus.CANCELED
     await runtime.engine.wait(canceled.job_id, owner=OWNER, timeout_s=5)
 
@@ -556,7 +546,7 @@ async def test_a_worker_that_lost_its_run_cannot_end_the_next_one(runtime: Runti
     held = await start_held(runtime)
     store = runtime.engine.store
     stale = held.attempts  # 0 when submitted: the run that is going on is attempt 1
-    assert await store.finish(held.job_id, attempt=stale, status=JobStatus.FAILED, now=now_ms()) is None
+    assert await store.finish(held, status=JobStatus.FAILED, now=now_ms()) is None
     assert await store.requeue(held.job_id, attempt=stale, run_after=0) is None
     assert (await finish_held(runtime, held)).status is JobStatus.COMPLETED
 

@@ -155,6 +155,45 @@ async def test_an_insert_answers_the_job_as_stored_with_its_place_in_the_queue(
         assert second_in_default.version > full.version > plain.version
 
 
+async def test_a_finish_answers_the_job_as_stored(tmp_path: Path, database: str) -> None:
+    # The SQLite store builds the ended job from the running one and the few values the finish
+    # returns; it must be the row a later read finds, with what others changed during the run.
+    async with stores(tmp_path, database, 2) as (one, two):
+        hooked = new_job(
+            "bob", webhook_url="https://example.com/hook", sealed_credentials="s", tool_version="2.0"
+        )
+        for submitted in (new_job(), hooked):
+            assert await one.insert(submitted) is not None
+        quiet, loud = await claim(one, limit=2)
+        await one.save_progress(quiet.job_id, {"percentage": 40, "message": "half"}, attempt=quiet.attempts)
+        assert await two.request_cancel(quiet.job_id, now=now_ms()) is not None  # another process
+        ended = [
+            await one.finish(
+                quiet,
+                status=JobStatus.COMPLETED,
+                now=now_ms(),
+                result={"text": "x", "n": [1, 2.5]},
+                step_results=[{"step": 1}],
+                execution_time_ms=12,
+                tool_version="1.1",
+            ),
+            await one.finish(loud, status=JobStatus.FAILED, now=now_ms(), error={"code": "BOOM"}),
+        ]
+        for job in ended:
+            assert job is not None
+            assert job == await two.get(job.job_id)
+        assert ended[0] is not None
+        assert ended[1] is not None
+        assert (ended[0].progress, ended[0].cancel_requested_at is not None) == (
+            {"percentage": 40, "message": "half"},
+            True,
+        )
+        assert (ended[1].sealed_credentials, ended[1].lease_owner) == (None, None)
+        now = now_ms()
+        deliveries = await two.webhooks.claim_deliveries(now=now, claimed_until=now + 60_000, limit=5)
+        assert [delivery.job_id for delivery, _secret in deliveries] == [loud.job_id]
+
+
 async def test_an_idempotency_key_and_an_active_duplicate_insert_nothing(
     tmp_path: Path, database: str
 ) -> None:
@@ -175,8 +214,8 @@ async def test_an_idempotency_key_and_an_active_duplicate_insert_nothing(
         assert duplicate.job_id == first.job_id
         running = {job.job_id: job for job in await claim(two, limit=5)}
         assert await two.insert(new_job("carol", dedupe_key="d")) is None  # running is active too
-        await two.finish(first.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms(), result=None)
         assert first.job_id in running
+        await two.finish(running[first.job_id], status=JobStatus.COMPLETED, now=now_ms(), result=None)
         assert await two.insert(new_job("carol", dedupe_key="d")) is not None  # none active any more
 
 
@@ -189,7 +228,7 @@ async def test_every_write_of_a_run_is_fenced_by_its_attempt(tmp_path: Path, dat
         [rerun] = await claim(two)
         assert rerun.attempts == 2
         # The first run's worker comes back: none of its writes lands.
-        assert await one.finish(run.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms()) is None
+        assert await one.finish(run, status=JobStatus.COMPLETED, now=now_ms()) is None
         assert await one.hand_back(run.job_id, attempt=1, now=now_ms()) is None
         await one.save_progress(run.job_id, {"percentage": 50}, attempt=1)
         stored = await two.get(run.job_id)
@@ -214,7 +253,7 @@ async def test_a_store_hears_the_changes_of_others_and_not_its_own(tmp_path: Pat
             own = await one.insert(new_job())
             theirs = await two.insert(new_job("bob"))
             for run in await claim(two, limit=5):
-                await two.finish(run.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms(), result="ok")
+                await two.finish(run, status=JobStatus.COMPLETED, now=now_ms(), result="ok")
             with anyio.fail_after(5):
                 await both_ended.wait()
             tg.cancel_scope.cancel()
@@ -299,9 +338,7 @@ async def test_each_webhook_delivery_is_claimed_by_one_store_only(tmp_path: Path
             job = await opened[0].insert(new_job(webhook_url=f"https://example.com/{n}"))
             assert job is not None
         for run in await claim(opened[0], limit=30):
-            await opened[0].finish(
-                run.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms(), result="ok"
-            )
+            await opened[0].finish(run, status=JobStatus.COMPLETED, now=now_ms(), result="ok")
         claimed: builtins.list[str] = []
 
         async def deliverer(store: SQLJobStore) -> None:
@@ -337,7 +374,7 @@ async def test_changes_made_as_the_listening_connection_is_cut_still_arrive_and_
                 job = await two.insert(new_job())
                 assert job is not None
                 [run] = await claim(two)
-                await two.finish(run.job_id, attempt=1, status=JobStatus.COMPLETED, now=now_ms(), result="ok")
+                await two.finish(run, status=JobStatus.COMPLETED, now=now_ms(), result="ok")
                 return run.job_id
 
             async with anyio.create_task_group() as tg:

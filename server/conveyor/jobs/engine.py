@@ -48,6 +48,7 @@ from conveyor.jobs.models import Job, JobKind, JobStatus, NewJob, WorkerRecord, 
 from conveyor.jobs.store import JobStore
 from conveyor.outbound import check_url
 from conveyor.progress import Progress
+from conveyor.random_hex import random_hex
 from conveyor.secret_arguments import restore as restore_secrets
 from conveyor.secret_arguments import split as split_secrets
 from conveyor.toolkit import RetryPolicy, Tool
@@ -213,7 +214,7 @@ class JobEngine:
             owner=owner,
             queue=tool.queue,
             idempotency_key=idempotency_key,
-            trace_id=trace_id or secrets.token_hex(16),
+            trace_id=trace_id or random_hex(16),
             timeout_ms=timeout_ms,
             webhook_url=webhook_url,
             estimated_duration_ms=await self.estimate(tool.wire_name),
@@ -709,7 +710,7 @@ class JobEngine:
             fields["tool_version"] = running.tool.version  # the version that ran says so
 
         def write() -> Awaitable[Job | None]:
-            return self.store.finish(job.job_id, attempt=job.attempts, status=status, now=now_ms(), **fields)
+            return self.store.finish(job, status=status, now=now_ms(), **fields)
 
         finished = await (write() if running is None else self._landed(job, running, write))
         if finished is not None:

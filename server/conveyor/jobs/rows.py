@@ -13,13 +13,13 @@ from typing import Any, Protocol
 
 from conveyor import strict_json
 from conveyor.auth import ApiKey
-from conveyor.jobs.models import Delivery, Job, JobStatus, Webhook, WebhookEvent, WorkerRecord
+from conveyor.jobs.models import Delivery, Job, JobStatus, Webhook, WebhookEvent, WorkerRecord, job_of
 
 logger = logging.getLogger("conveyor.store")
 
 JSON_COLUMNS = ("arguments", "progress", "result", "error", "step_results")
 _DELIVERY_FIELDS = frozenset(Delivery.__dataclass_fields__)
-_STATUSES = {status.value: status for status in JobStatus}
+STATUSES = {status.value: status for status in JobStatus}
 _DECODERS: dict[tuple[str, ...], Callable[[Row], Job]] = {}
 
 
@@ -40,6 +40,11 @@ def dump(value: Any) -> str:
 
 
 _COLUMN = json.JSONEncoder(allow_nan=False)  # made once (json.dumps with options makes one a call)
+
+
+def load_or_none(text: str | None) -> Any:
+    """A JSON column's value; NULL stays None."""
+    return None if text is None else load(text)
 
 
 def load(text: str) -> Any:
@@ -88,23 +93,10 @@ def _job_decoder(columns: tuple[str, ...]) -> Callable[[Row], Job]:
         for i in json_at:
             if values[i] is not None:
                 values[i] = load(values[i])
-        values[status_at] = _STATUSES[values[status_at]]
-        return _new_job(values)
+        values[status_at] = STATUSES[values[status_at]]
+        return job_of(values)
 
     return decode
-
-
-# Job is frozen, so its __init__ sets each of its ~35 fields through object.__setattr__; a row
-# (decoded at every claim and every finish) is set through the slots' own descriptors instead,
-# in about half the time. Job has no __post_init__ to skip.
-_JOB_SETTERS = tuple(getattr(Job, field.name).__set__ for field in dataclasses.fields(Job))
-
-
-def _new_job(values: list[Any]) -> Job:
-    job: Job = object.__new__(Job)
-    for set_field, value in zip(_JOB_SETTERS, values, strict=True):
-        set_field(job, value)
-    return job
 
 
 def to_key(row: Row) -> ApiKey:

@@ -197,9 +197,8 @@ class SQLJobStore(ABC):
 
     async def finish(
         self,
-        job_id: str,
+        job: Job,
         *,
-        attempt: int,
         status: JobStatus,
         now: int,
         result: Any = None,
@@ -209,8 +208,8 @@ class SQLJobStore(ABC):
         tool_version: str | None = None,
     ) -> Job | None:
         params = {
-            "job_id": job_id,
-            "attempt": attempt,
+            "job_id": job.job_id,
+            "attempt": job.attempts,
             "status": str(status),
             "now": now,
             "result": None if status is not JobStatus.COMPLETED else rows.dump(result),
@@ -219,7 +218,11 @@ class SQLJobStore(ABC):
             "execution_time_ms": execution_time_ms,
             "tool_version": tool_version,
         }
-        return await self._terminal("finish_job", self._stamped(params))
+        return await self._ended(job, self._stamped(params))
+
+    async def _ended(self, job: Job, params: dict[str, Any]) -> Job | None:
+        """The finish's write; answered with the row as the statement returns it."""
+        return await self._terminal("finish_job", params)
 
     async def requeue(self, job_id: str, *, attempt: int, run_after: int) -> Job | None:
         params = {"job_id": job_id, "attempt": attempt, "run_after": run_after}

@@ -27,7 +27,7 @@ import anyio.to_thread
 
 from conveyor.errors import ConfigError, StoreUnavailable
 from conveyor.jobs import group_commit, rows
-from conveyor.jobs.models import Job, NewJob
+from conveyor.jobs.models import Job, NewJob, job_changed
 from conveyor.jobs.queries import load_migrations, load_queries
 from conveyor.jobs.rows import Row
 from conveyor.jobs.sql_store import SQLJobStore
@@ -237,24 +237,63 @@ class SQLiteJobStore(SQLJobStore):
         return await self._run(claim_each, late=True, timeout_s=CLAIM_TIMEOUT_S)
 
     async def _terminal(self, query: str, params: dict[str, Any]) -> Job | None:
-        sql, targets, insert = self._q[query], self._q["webhooks_for_event"], self._q["insert_delivery"]
+        sql = self._q[query]
 
         def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
             row = conn.execute(sql, params).fetchone()
             job = rows.job_or_none(row)
             if job is None or not job.status.terminal:
                 return job, 0
-            registered = (
-                conn.execute(targets, WebhookStore.targets_params(job)).fetchall()
-                if row["owner_has_webhooks"]
-                else []
-            )
-            deliveries = WebhookStore.deliveries(job, registered)
-            if deliveries:  # most jobs have none: no statement for nothing
-                conn.executemany(insert, deliveries)
-            return job, len(deliveries)
+            return job, self._enqueue_deliveries(conn, job, row["owner_has_webhooks"])
 
-        job, deliveries = await self._run(end_and_enqueue)
+        return await self._delivering(end_and_enqueue)
+
+    async def _ended(self, job: Job, params: dict[str, Any]) -> Job | None:
+        """The finish returns only what it did not set and the run may not know (another
+        process's cancel request, the run's last progress, the store's version): the rest of the
+        ended job is the running one with the finish's values, as the row now holds it."""
+        sql = self._q["finish_job"]
+
+        def end_and_enqueue(conn: sqlite3.Connection) -> tuple[Job | None, int]:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                return None, 0  # the fence refused it: not in this run any more
+            ended = job_changed(
+                job,
+                status=rows.STATUSES[params["status"]],
+                completed_at=params["now"],
+                result=rows.load_or_none(params["result"]),
+                error=rows.load_or_none(params["error"]),
+                step_results=rows.load_or_none(params["step_results"]),
+                execution_time_ms=params["execution_time_ms"],
+                tool_version=row["tool_version"],
+                progress=rows.load_or_none(row["progress"]),
+                cancel_requested_at=row["cancel_requested_at"],
+                version=row["version"],
+                lease_owner=None,
+                lease_expires_at=None,
+                position_in_queue=None,
+                sealed_credentials=None,  # erased as the job ends (a trigger)
+                status_message=None,
+                reused=False,
+            )
+            return ended, self._enqueue_deliveries(conn, ended, row["owner_has_webhooks"])
+
+        return await self._delivering(end_and_enqueue)
+
+    def _enqueue_deliveries(self, conn: sqlite3.Connection, job: Job, owner_has_webhooks: bool) -> int:
+        """Write the ended job's webhook deliveries (in its end's transaction: the outbox)."""
+        targets, insert = self._q["webhooks_for_event"], self._q["insert_delivery"]
+        registered = (
+            conn.execute(targets, WebhookStore.targets_params(job)).fetchall() if owner_has_webhooks else []
+        )
+        deliveries = WebhookStore.deliveries(job, registered)
+        if deliveries:  # most jobs have none: no statement for nothing
+            conn.executemany(insert, deliveries)
+        return len(deliveries)
+
+    async def _delivering(self, end: Callable[[sqlite3.Connection], tuple[Job | None, int]]) -> Job | None:
+        job, deliveries = await self._run(end)
         if deliveries:
             self.webhooks.deliveries_added.set()
         return job

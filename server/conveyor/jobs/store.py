@@ -78,9 +78,8 @@ class JobStore(Protocol):
 
     async def finish(
         self,
-        job_id: str,
+        job: Job,
         *,
-        attempt: int,
         status: JobStatus,
         now: int,
         result: Any = None,
@@ -89,7 +88,8 @@ class JobStore(Protocol):
         execution_time_ms: int | None = None,
         tool_version: str | None = None,
     ) -> Job | None:
-        """End this attempt's run of a running job; ``None`` if the job is not in that run any more.
+        """End ``job``'s run (the job as its run holds it: running, of the attempt it claimed);
+        ``None`` if the job is not in that run any more. The answer is the job as stored.
         ``tool_version``: the version that ran, if not the job's (it named none, and the worker
         no longer has the one that was newest when it was submitted).
 

@@ -110,7 +110,8 @@ SET status = :status, completed_at = :now, result = :result, error = :error,
     version = (SELECT IFNULL(MAX(version), 0) + 1 FROM jobs), changed_by = :origin
 -- Fenced by the attempt: a worker whose run was handed back (lease lost) cannot end the next run.
 WHERE job_id = :job_id AND status = 'running' AND attempts = :attempt
-RETURNING *, NULL AS position_in_queue,
+-- Only what the run may not know (the finisher builds the rest of the ended job: sqlite_store.py).
+RETURNING version, progress, cancel_requested_at, tool_version,
           -- whether the owner's registrations need looking up (most owners have none)
           EXISTS (SELECT 1 FROM webhooks w WHERE w.owner = jobs.owner) AS owner_has_webhooks;
 
