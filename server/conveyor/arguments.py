@@ -36,6 +36,7 @@ class ModelArguments:
 
     def __init__(self, model: type[BaseModel]) -> None:
         self.model = model
+        self._names = tuple(model.model_fields)  # looked up once: parse runs for every call and job
 
     @cached_property
     def schema(self) -> dict[str, Any]:
@@ -48,7 +49,7 @@ class ModelArguments:
             parsed = self.model.model_validate_json(text, strict=True)
         except ValidationError as exc:
             raise invalid_arguments(exc) from None
-        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        return {name: getattr(parsed, name) for name in self._names}
 
 
 class SchemaArguments:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -41,7 +41,7 @@ class _Pending:
     late: bool  # runs after the batch's other writes (a claim: it then sees the batch's inserts)
     # A plain asyncio future, not an anyio Event: one per statement, and the store's thread
     # answers on asyncio anyway (sqlite_thread.py). Cancelled with a caller that stops waiting.
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None]
     finished: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -72,7 +72,7 @@ class GroupCommit:
         transaction, which never waits for another process's write lock. ``late``: the write
         runs after the other writes of its batch.
         """
-        pending = _Pending(operation, write, late)
+        pending = _Pending(operation, write, late, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         if not self._busy:
             self._send_soon()
