@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from conveyor.http_api.metrics import Metrics
 from conveyor.http_api.responses import JSONResponse, error_response
 from conveyor.limits import RateLimiter, RateState
 from conveyor.mcp_server.wire import read_message
+from conveyor.random_hex import random_hex
 
 logger = logging.getLogger("conveyor.http")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -51,7 +51,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if _CLIENT_REQUEST_ID.match(given) else f"req_{secrets.token_hex(8)}"
+        request_id = given if _CLIENT_REQUEST_ID.match(given) else f"req_{random_hex(8)}"
         scope.setdefault("state", {})["request_id"] = request_id
         started, status = time.perf_counter(), 500
         response_started = False
@@ -215,5 +215,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _is_tool_call(message: Any) -> bool:
-    messages = message if isinstance(message, list) else [message]
-    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
+    if isinstance(message, dict):  # one message: nearly every request
+        return message.get("method") == "tools/call"
+    return isinstance(message, list) and any(isinstance(m, dict) and _is_tool_call(m) for m in message)
