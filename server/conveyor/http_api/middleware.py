@@ -217,4 +217,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def _is_tool_call(message: Any) -> bool:
     if isinstance(message, dict):  # one message: nearly every request
         return message.get("method") == "tools/call"
-    return isinstance(message, list) and any(isinstance(m, dict) and _is_tool_call(m) for m in message)
+    return isinstance(message, list) and any(
+        isinstance(m, dict) and m.get("method") == "tools/call" for m in message
+    )

@@ -153,23 +153,22 @@ def job_of(values: Iterable[Any]) -> Job:
 
 def job_of_fields(**given: Any) -> Job:
     """``Job(**given)``: the fields not given take their defaults (required ones must be given)."""
-    return _with(list(_JOB_DEFAULTS), given)
+    values = _with(list(_JOB_DEFAULTS), given)
+    lacking = [name for name, value in zip(JOB_FIELDS, values, strict=True) if value is dataclasses.MISSING]
+    if lacking:
+        raise TypeError(f"a Job needs {lacking}")
+    return job_of(values)
 
 
 def job_changed(job: Job, **changes: Any) -> Job:
     """``dataclasses.replace(job, **changes)``."""
-    return _with(list(_JOB_VALUES(job)), changes)
+    return job_of(_with(list(_JOB_VALUES(job)), changes))
 
 
-def _with(values: list[Any], changes: dict[str, Any]) -> Job:
+def _with(values: list[Any], changes: dict[str, Any]) -> list[Any]:
     for name, value in changes.items():
         values[_FIELD_AT[name]] = value
-    if dataclasses.MISSING in values:
-        lacking = [
-            name for name, value in zip(JOB_FIELDS, values, strict=True) if value is dataclasses.MISSING
-        ]
-        raise TypeError(f"a Job needs {lacking}")
-    return job_of(values)
+    return values
 
 
 def _seconds(ms: int | None) -> int | None:
