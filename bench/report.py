@@ -531,7 +531,9 @@ def method(bench: Bench) -> list[str]:
         "(insert, claim, finish; one transaction each) on the same schema, job after job.",
         f"- Concurrency: {s.sleepers:,} jobs of a tool that sleeps {s.sleep_s:g} s, submitted through the engine "
         f"with concurrency {s.sleepers:,}; completion from the first submit to the last finish; RSS of the whole "
-        "process (VmHWM); start delay = started_at − created_at of each job row.",
+        "process and of its SQLite database process (VmHWM, summed); start delay = started_at − created_at of each job row.",
         "- Footprint: the stdio server is spawned and timed until its `tools/list` answers (initialize "
-        f"included); idle RSS 1 s later; peak RSS (VmHWM) after {s.load_calls:,} calls from 16 callers.",
+        f"included); idle RSS 1 s later; peak RSS (VmHWM) after {s.load_calls:,} calls from 16 callers. "
+        "Every RSS and CPU figure of a server or an engine counts its child processes too (Conveyor's "
+        "SQLite database process).",
     ]

@@ -1,15 +1,17 @@
 """Group commit for SQLite: concurrent callers' statements share one transaction and one fsync.
 
-Every statement of the store is an operation (a function of the sqlite3 connection) given to
-``GroupCommit.run``. Operations queue; a batch of every queued operation goes to the
-connection's thread in one trip, which runs the reads in one read transaction and the writes in
-one write transaction. One batch is on the thread at a time: when it ends, its callers are woken,
-and one turn of the event loop later (so that what they queue on waking joins it) the next batch
-goes. A caller gets its result only after the transaction holding its operation has committed,
-so "committed before it returns" holds for every caller, at one commit per batch instead of one
-per statement. The batches are sent from event-loop callbacks, not by a leading caller, so a
-caller that is cancelled while it waits stalls nobody: its operation stays queued and commits,
-and only its answer is dropped (a caller that must know the outcome shields its wait).
+Every statement of the store is an operation (a picklable function of the sqlite3 connection)
+given to ``GroupCommit.run``. Operations queue, and one turn of the event loop later every queued
+operation goes to the database process (``sqlite_process.py``) as one batch, which runs the
+reads in one read transaction and the writes in one write transaction. Batches are not held back
+while one runs: the database process runs together, as one batch, all those that arrived while it
+was busy, so one commit serves every caller that waited meanwhile, and the event loop goes on
+running tasks while SQLite works. A caller gets its result only after the transaction holding its
+operation has committed, so "committed before it returns" holds for every caller, at one commit
+per batch instead of one per statement. The batches are sent from event-loop callbacks, not by a
+leading caller, so a caller that is cancelled while it waits stalls nobody: its operation is sent
+and commits, and only its answer is dropped (a caller that must know the outcome shields its
+wait).
 
 Reads and writes of one batch come from callers that were waiting at the same time, so no order
 between them was promised; reads go first, in a deferred transaction that takes no write lock,
@@ -26,12 +28,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
-from conveyor.jobs.sqlite_thread import SQLiteThread
+from conveyor.jobs.sqlite_process import SQLiteProcess
 
 T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], T]
+Operation = Callable[[sqlite3.Connection], T]  # picklable: it runs in the database process
 
 MAX_BATCH = 1000  # operations per transaction: bounds how long one commit keeps the others waiting
+EAGER = 16
 
 
 @dataclass(slots=True, eq=False)
@@ -39,10 +42,9 @@ class _Pending:
     operation: Operation[Any]
     write: bool
     late: bool  # runs after the batch's other writes (a claim: it then sees the batch's inserts)
-    # A plain asyncio future, not an anyio Event: one per statement, and the store's thread
-    # answers on asyncio anyway (sqlite_thread.py). Cancelled with a caller that stops waiting.
+    # A plain asyncio future, not an anyio Event: one per statement. Cancelled with a caller
+    # that stops waiting.
     done: asyncio.Future[None]
-    finished: bool = False
     result: Any = None
     error: BaseException | None = None
 
@@ -56,14 +58,21 @@ class _Pending:
         return self.result
 
 
+# What goes to the database process: each operation, whether it writes and whether it runs late.
+Sent = tuple[Operation[Any], bool, bool]
+# What comes back: each operation's result and error, in the order sent.
+Outcome = tuple[Any, BaseException | None]
+
+
 class GroupCommit:
-    def __init__(self, thread: SQLiteThread, *, before_writes: Callable[[], None] | None = None) -> None:
-        """``before_writes`` runs on the thread before each write transaction; if it raises, that
-        batch's writes fail with its exception, and nothing is written."""
-        self._thread = thread
-        self._before_writes = before_writes
+    def __init__(self, process: SQLiteProcess, *, before_writes: Callable[[], None] | None = None) -> None:
+        """``before_writes`` (picklable) runs in the database process before each write
+        transaction; if it raises, that batch's writes fail with its exception, and nothing is
+        written."""
+        self._process = process
+        self.before_writes = before_writes
         self._queue: list[_Pending] = []
-        self._busy = False  # a batch is on the thread, or is about to be sent
+        self._scheduled = False  # a send is due on the next turn of the event loop
 
     async def run(self, operation: Operation[T], *, write: bool = True, late: bool = False) -> T:
         """Run ``operation`` in a transaction shared with whatever else is queued; committed on return.
@@ -74,44 +83,72 @@ class GroupCommit:
         """
         pending = _Pending(operation, write, late, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
-        if not self._busy:
-            self._send_soon()
+        if len(self._queue) >= EAGER:
+            self._send()
+        elif not self._scheduled:
+            # One turn of the event loop first: callers made ready by the same event (a submit
+            # and the worker it woke) queue their operations into this batch instead of the next.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._send)
         await pending.done
         return cast(T, pending.outcome())
 
-    def _send_soon(self) -> None:
-        # One turn of the event loop first: callers made ready by the same event (a submit and the
-        # worker it woke) queue their operations into this batch instead of the next.
-        self._busy = True
-        asyncio.get_running_loop().call_soon(self._send)
-
     def _send(self) -> None:
-        if not self._queue:
-            self._busy = False
-            return
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-        self._thread.submit(
-            partial(run_batch, batch=batch, before_writes=self._before_writes),
-            partial(self._sent, batch),
-        )
+        self._scheduled = False
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            sent = [(pending.operation, pending.write, pending.late) for pending in batch]
+            self._process.submit(Batch(sent, self.before_writes), partial(self._answered, batch))
 
-    def _sent(self, batch: list[_Pending], failure: BaseException | None) -> None:
-        """The batch is back from the thread (``failure``: the thread is gone, the store closed)."""
-        for pending in batch:
-            if failure is not None and not pending.finished:
-                pending.error = failure
-            pending.finished = True
+    @staticmethod
+    def _answered(
+        batch: list[_Pending], outcomes: list[Outcome] | None, failure: BaseException | None
+    ) -> None:
+        """The batch is back (``failure``: the process is gone)."""
+        for at, pending in enumerate(batch):
+            if outcomes is None:
+                pending.error = failure or RuntimeError("the database process sent no answer")
+            else:
+                pending.result, pending.error = outcomes[at]
             pending.wake()
-        self._send_soon()
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch as it goes to the database process, where it runs as a call (``run_batch``)."""
+
+    sent: list[Sent]
+    before_writes: Callable[[], None] | None
+
+    def __call__(self, conn: sqlite3.Connection) -> list[Outcome]:
+        return run_batch(conn, self.sent, self.before_writes)
+
+    def __len__(self) -> int:
+        return len(self.sent)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Batch, (self.sent, self.before_writes)  # not the dataclass's slower state pickling
+
+
+def run_together(conn: sqlite3.Connection, batches: list[Batch]) -> list[list[Outcome]]:
+    """Batches that were waiting in the database process at once, run as one: their callers
+    were all waiting, so none was promised an order; each batch's outcomes, in order."""
+    outcomes = run_batch(conn, [sent for batch in batches for sent in batch.sent], batches[-1].before_writes)
+    split, start = [], 0
+    for batch in batches:
+        split.append(outcomes[start : start + len(batch)])
+        start += len(batch)
+    return split
 
 
 def run_batch(
-    conn: sqlite3.Connection, batch: list[_Pending], before_writes: Callable[[], None] | None = None
-) -> None:
-    """On the connection's thread: the reads in one transaction, then the writes in another."""
-    reads = [pending for pending in batch if not pending.write]
-    writes = [pending for pending in batch if pending.write and not pending.late]
-    writes += [pending for pending in batch if pending.late]
+    conn: sqlite3.Connection, sent: list[Sent], before_writes: Callable[[], None] | None = None
+) -> list[Outcome]:
+    """In the database process: the reads in one transaction, then the writes in another."""
+    batch = [_Run(operation, write, late) for operation, write, late in sent]
+    reads = [run for run in batch if not run.write]
+    writes = [run for run in batch if run.write and not run.late]
+    writes += [run for run in batch if run.late]
     if reads:
         _run_reads(conn, reads)
     if writes:
@@ -119,13 +156,23 @@ def run_batch(
             if before_writes is not None:
                 before_writes()
         except Exception as exc:
-            for pending in writes:
-                pending.error = exc
-            return
-        _run_writes(conn, writes)
+            for run in writes:
+                run.error = exc
+        else:
+            _run_writes(conn, writes)
+    return [(run.result, run.error) for run in batch]
 
 
-def _run_reads(conn: sqlite3.Connection, reads: list[_Pending]) -> None:
+@dataclass(slots=True, eq=False)
+class _Run:
+    operation: Operation[Any]
+    write: bool
+    late: bool
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _run_reads(conn: sqlite3.Connection, reads: list[_Run]) -> None:
     conn.execute("BEGIN")  # deferred: a consistent snapshot, and no lock that writers wait for
     try:
         for pending in reads:
@@ -138,7 +185,7 @@ def _run_reads(conn: sqlite3.Connection, reads: list[_Pending]) -> None:
             conn.execute("ROLLBACK")  # nothing to keep, and it cannot fail for want of a lock
 
 
-def _run_writes(conn: sqlite3.Connection, writes: list[_Pending]) -> None:
+def _run_writes(conn: sqlite3.Connection, writes: list[_Run]) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")  # the write lock up front: no deadlock upgrading a read
     except Exception as exc:  # busy (another process writes) or broken: none of them ran
@@ -173,7 +220,7 @@ def _commit(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _run_alone(conn: sqlite3.Connection, pending: _Pending) -> None:
+def _run_alone(conn: sqlite3.Connection, pending: _Run) -> None:
     pending.result = None
     try:
         conn.execute("BEGIN IMMEDIATE")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from conveyor.errors import ConfigError
@@ -43,6 +45,13 @@ class DatabaseFile:
             status = os.stat(self.path)
             self._identity = (status.st_dev, status.st_ino)
 
+    def guard(self) -> Callable[[], None] | None:
+        """What the database process runs before each write: raises ``DatabaseFileLost`` if the
+        file is not the one opened any more (picklable: a few bytes with each batch)."""
+        if self._identity is None:
+            return None  # in memory, or not opened yet
+        return partial(check_identity, self.path, self._identity, self.fault)
+
     def check(self) -> None:
         """Raise ``DatabaseFileLost`` if the file is not the one opened any more (before each write)."""
         if self.look() is not None:
@@ -75,3 +84,10 @@ class DatabaseFile:
             how,
             extra={"action": "store.file_lost", "db": self.path},
         )
+
+
+def check_identity(path: str, identity: tuple[int, int], fault: str | None) -> None:
+    """``DatabaseFile.check`` for a file opened as ``identity`` ((device, inode)), in any process."""
+    copy = DatabaseFile(path)
+    copy._identity, copy.fault = identity, fault
+    copy.check()
