@@ -25,7 +25,7 @@ from conveyor.local_worker import INHERITED_SETTINGS_ENV
 from conveyor.logs import configure_logging
 from conveyor.progress import Progress
 from conveyor.registry import Registry
-from conveyor.runtime import Runtime, open_runtime, open_tools
+from conveyor.runtime import Runtime, database_started_early, open_runtime, open_tools
 from conveyor.schemas import JobView
 from conveyor.settings import Settings, UpstreamConfig, default_db_path, is_postgres_url, load_settings
 from conveyor.toolkit_settings import configure_all
@@ -286,15 +286,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    if args.http:
-        from conveyor.http_api import serve_http
-
-        anyio.run(serve_http, settings)
-        return 0
-    from conveyor.mcp_server.stdio import serve_stdio
-
-    anyio.run(serve_stdio, settings)
+    anyio.run(_serve_started_early, args.http, settings)
     return 0
+
+
+async def _serve_started_early(http: bool, settings: Settings) -> None:
+    # The servers' modules are imported with the database process already starting: a client
+    # that starts a server for each call waits for one of the two starts, not both.
+    async with database_started_early(settings):
+        if http:
+            from conveyor.http_api import serve_http
+
+            await serve_http(settings)
+            return
+        from conveyor.mcp_server.stdio import serve_stdio
+
+        await serve_stdio(settings)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

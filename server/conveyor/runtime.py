@@ -87,8 +87,33 @@ async def open_tools(settings: Settings, registry: Registry | None = None) -> As
         raise failed
 
 
+_started_early: dict[str, SQLiteJobStore] = {}  # by settings.db: see ``database_started_early``
+
+
+@asynccontextmanager
+async def database_started_early(settings: Settings) -> AsyncIterator[None]:
+    """For a SQLite database, start the store's database process now, before the caller imports
+    the rest of the server: the process's own start (about 0.1 s) then overlaps those imports,
+    and the runtime opened inside this block takes it. If none does, it is closed on exit."""
+    if is_postgres_url(settings.db):
+        yield
+        return
+    store = open_store(settings)
+    assert isinstance(store, SQLiteJobStore)
+    await store.start_early()
+    _started_early[settings.db] = store
+    try:
+        yield
+    finally:
+        if _started_early.pop(settings.db, None) is store:  # never taken
+            await store.close()
+
+
 def open_store(settings: Settings) -> SQLJobStore:
     """The store ``settings.db`` names: a postgresql:// URL, or else a SQLite file."""
+    early = _started_early.pop(settings.db, None)
+    if early is not None:
+        return early
     if is_postgres_url(settings.db):
         try:
             from conveyor.jobs.postgres_store import PostgresJobStore

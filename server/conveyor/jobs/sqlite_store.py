@@ -31,6 +31,7 @@ from conveyor.jobs import group_commit, sqlite_ops
 from conveyor.jobs.models import Job, NewJob
 from conveyor.jobs.rows import Row
 from conveyor.jobs.sql_store import SQLJobStore
+from conveyor.jobs.sqlite_batches import Operation, T
 from conveyor.jobs.sqlite_file import DatabaseFile, DatabaseFileLost
 from conveyor.jobs.sqlite_ops import is_busy
 from conveyor.jobs.sqlite_process import DatabaseProcessGone, SQLiteProcess
@@ -75,45 +76,60 @@ class SQLiteJobStore(SQLJobStore):
         self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._synchronous = synchronous
         self._process: SQLiteProcess | None = None
+        self._existed = True  # whether the file was there when the store opened it
         self._restarting = anyio.Lock()
         self._group: group_commit.GroupCommit | None = None
         self._file = DatabaseFile(self.path)
         self.webhooks = WebhookStore(self)  # same database, same committer
         self._last_names: tuple[tuple[str, ...] | None, str] = (None, "")
 
+    async def start_early(self) -> None:
+        """Make the file's directory and start the database process, without waiting for it to
+        be ready (``open`` does). A server calls this before it imports its own modules, so
+        that the two starts overlap."""
+        if self._process is None:
+            self._existed = self._file.prepare()
+            self._process = self._new_process()
+            await self._process.spawn()
+
     async def open(self) -> None:
-        existed = self._file.prepare()
+        await self.start_early()
         try:
             await self._start_process()
             # A write: a database that cannot be written fails here, at start.
             self.applied_migrations = await self._run(sqlite_ops.migrate)
-        except (sqlite3.Error, StoreUnavailable) as exc:
+        except (sqlite3.Error, StoreUnavailable, DatabaseProcessGone) as exc:
             await self.close()
             raise ConfigError(f"cannot use {self.path} as Conveyor's database: {exc}") from None
         self._file.remember()
         if self._group is not None:
             self._group.before_writes = self._file.guard()
-        if not existed:
+        if not self._existed:
             self._file.log_creation()
 
-    async def _start_process(self) -> None:
-        process = SQLiteProcess(
-            partial(sqlite_ops.connect, self.path, self._synchronous),
-            name=f"conveyor-sqlite:{Path(self.path).name}",
-        )
-        await process.start()
-        # Before each write the database process checks that the file is still the one opened.
-        self._process, self._group = (
-            process,
-            group_commit.GroupCommit(process, before_writes=self._file.guard()),
-        )
+    def _new_process(self) -> SQLiteProcess:
+        connect = partial(sqlite_ops.connect, self.path, self._synchronous)
+        return SQLiteProcess(connect, name=f"conveyor-sqlite:{Path(self.path).name}")
 
-    async def _restart_process(self, gone: SQLiteProcess | None) -> None:
+    async def _start_process(self) -> None:
+        """Wait for the database process to be ready (a new one unless one was started)."""
+        process = self._process = self._process or self._new_process()
+        try:
+            await process.start()
+        except BaseException:
+            self._process = None  # closed by its failed start
+            raise
+        # Before each write the database process checks that the file is still the one opened.
+        self._group = group_commit.GroupCommit(process, before_writes=self._file.guard())
+
+    async def _restart_process(self, failed: group_commit.GroupCommit) -> None:
         """A new database process for the one that died (killed, out of memory), once."""
         async with self._restarting:
-            if self._process is not gone or gone is None:
+            if self._group is not failed:
                 return  # closed meanwhile, or another caller restarted it
-            await gone.close()
+            if self._process is not None:
+                await self._process.close()
+                self._process = None
             try:
                 await self._start_process()
             except Exception as exc:  # the next call tries again
@@ -142,19 +158,19 @@ class SQLiteJobStore(SQLJobStore):
 
     async def _run(
         self,
-        operation: group_commit.Operation[group_commit.T],
+        operation: Operation[T],
         *,
         write: bool = True,
         late: bool = False,
         timeout_s: float | None = None,
-    ) -> group_commit.T:
+    ) -> T:
         """Run one operation through the group committer, retrying while another process holds
         the lock, for ``timeout_s`` at most (default ``write_timeout_s``)."""
         patience = self.write_timeout_s if timeout_s is None else timeout_s
         deadline: float | None = None
         delay = 0.002
         while True:
-            group, process = self._group, self._process
+            group = self._group
             if group is None:
                 raise RuntimeError("the job store is not open")
             try:
@@ -165,7 +181,7 @@ class SQLiteJobStore(SQLJobStore):
             except DatabaseProcessGone as exc:
                 # Whether this operation committed is not known: the caller decides whether to
                 # try it again (a retryable error), on a new process.
-                await self._restart_process(process)
+                await self._restart_process(group)
                 raise StoreUnavailable(str(exc), retry_after=1) from None
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
