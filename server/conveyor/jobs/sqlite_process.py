@@ -44,10 +44,9 @@ class DatabaseProcessGone(Exception):
 
 
 class SQLiteProcess:
-    def __init__(self, connect: Call[Any], *, name: str = "conveyor-sqlite") -> None:
+    def __init__(self, connect: Call[Any]) -> None:
         """``connect``: a picklable function (its argument is ignored) that opens the connection."""
         self._connect = connect
-        self.name = name
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._waiting: dict[int, Done] = {}
@@ -157,20 +156,28 @@ class SQLiteProcess:
             end = HEADER.size + size
             if len(buffer) < end:
                 return
-            result, error = pickle.loads(memoryview(buffer)[HEADER.size : end])
+            try:
+                result, error = pickle.loads(memoryview(buffer)[HEADER.size : end])
+            except Exception as exc:  # a bug: the caller hears of it rather than waits forever
+                result, error = None, RuntimeError(f"the database process's answer did not unpickle: {exc!r}")
             del buffer[:end]
             done = self._waiting.pop(call_id, None)
             if done is not None:
                 done(result, error)
 
-    def _process_exited(self, code: int | None) -> None:
-        gone = DatabaseProcessGone(f"the database process exited (code {code})")
+    def _answers_ended(self, code: int | None) -> None:
+        """No answer can come any more (the child closed its stdout: it exited, or is exiting)."""
+        gone = DatabaseProcessGone(
+            "the database process exited" + ("" if code is None else f" (code {code})")
+        )
         if self._transport is not None:  # not closed by the store: it died
             logger.error(str(gone), extra={"action": "store.process_exited", "code": code})
         self._gone = gone
         waiting, self._waiting = self._waiting, {}
         for done in waiting.values():
             done(None, gone)
+
+    def _process_exited(self) -> None:
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(None)
 
@@ -178,14 +185,22 @@ class SQLiteProcess:
 class _Protocol(asyncio.SubprocessProtocol):
     def __init__(self, owner: SQLiteProcess) -> None:
         self._owner = owner
+        self._transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
             self._owner._received(data)
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        # Its answers come before this, in order, where the exit may be told before them.
+        if fd == 1:
+            self._owner._answers_ended(None if self._transport is None else self._transport.get_returncode())
+
     def process_exited(self) -> None:
-        transport = self._owner._transport
-        self._owner._process_exited(None if transport is None else transport.get_returncode())
+        self._owner._process_exited()
 
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds ``conveyor``

@@ -108,8 +108,7 @@ class SQLiteJobStore(SQLJobStore):
             self._file.log_creation()
 
     def _new_process(self) -> SQLiteProcess:
-        connect = partial(sqlite_ops.connect, self.path, self._synchronous)
-        return SQLiteProcess(connect, name=f"conveyor-sqlite:{Path(self.path).name}")
+        return SQLiteProcess(partial(sqlite_ops.connect, self.path, self._synchronous))
 
     async def _start_process(self) -> None:
         """Wait for the database process to be ready (a new one unless one was started)."""
