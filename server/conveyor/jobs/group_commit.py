@@ -1,17 +1,17 @@
 """Group commit for SQLite: concurrent callers' statements share one transaction and one fsync.
 
 Every statement of the store is an operation (a picklable function of the sqlite3 connection)
-given to ``GroupCommit.run``. Operations queue, and one turn of the event loop later every queued
-operation goes to the database process (``sqlite_process.py``) as one batch, which runs the
-reads in one read transaction and the writes in one write transaction. Batches are not held back
-while one runs: the database process runs together, as one batch, all those that arrived while it
-was busy, so one commit serves every caller that waited meanwhile, and the event loop goes on
-running tasks while SQLite works. A caller gets its result only after the transaction holding its
-operation has committed, so "committed before it returns" holds for every caller, at one commit
-per batch instead of one per statement. The batches are sent from event-loop callbacks, not by a
-leading caller, so a caller that is cancelled while it waits stalls nobody: its operation is sent
-and commits, and only its answer is dropped (a caller that must know the outcome shields its
-wait).
+given to ``GroupCommit.run``. Operations queue, and one turn of the event loop later (or at once,
+when ``EAGER`` are queued) every queued operation goes to the database process
+(``sqlite_process.py``) as one batch, which runs the reads in one read transaction and the
+writes in one write transaction. Batches are not held back while one runs: the database process
+runs together, as one batch, all those that arrived while it was busy, so one commit serves
+every caller that waited meanwhile, and the event loop goes on running tasks while SQLite works.
+A caller gets its result only after the transaction holding its operation has committed, so
+"committed before it returns" holds for every caller, at one commit per batch instead of one per
+statement. No caller leads a batch or waits for others to send it, so a caller that is cancelled
+while it waits stalls nobody: its operation is sent and commits, and only its answer is dropped
+(a caller that must know the outcome shields its wait).
 
 Reads and writes of one batch come from callers that were waiting at the same time, so no order
 between them was promised; reads go first, in a deferred transaction that takes no write lock,
@@ -31,6 +31,10 @@ from conveyor.jobs.sqlite_batches import MAX_BATCH, Batch, Operation, Outcome
 from conveyor.jobs.sqlite_process import SQLiteProcess
 
 T = TypeVar("T")
+# A batch this large goes at once, not at the end of the loop's turn: SQLite starts on it while
+# the loop runs the turn's other tasks. A turn that wakes every task (each waited for the same
+# commit) would otherwise leave SQLite idle while the loop runs them all, and then the loop idle
+# while SQLite runs their one batch, turn after turn.
 EAGER = 16
 
 
