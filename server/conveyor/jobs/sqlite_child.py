@@ -9,6 +9,7 @@ it ignores SIGINT and SIGTERM (see ``sqlite_process.py``). It imports no more th
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -45,15 +46,17 @@ class _Child:
                     break
                 arrived.append((call_id, self._load(buffer[HEADER.size : end])))
                 del buffer[:end]
-            while arrived:
-                batches = _leading_batches(arrived)
+            at = 0
+            while at < len(arrived):
+                batches = _leading_batches(arrived, at)
                 if len(batches) > 1 and self._conn is not None:
-                    del arrived[: len(batches)]
                     answers = run_together(self._conn, [batch for _, batch in batches])
                     for (call_id, _), outcomes in zip(batches, answers, strict=True):
                         self._answer(call_id, outcomes, None)
+                    at += len(batches)
                 else:
-                    self._call(*arrived.pop(0))
+                    self._call(*arrived[at])
+                    at += 1
             self._answers.flush()
         if self._conn is not None:
             self._conn.close()
@@ -95,11 +98,11 @@ class _Child:
         self._answers.write(HEADER.pack(len(payload), call_id) + payload)
 
 
-def _leading_batches(arrived: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-    """The group committer's batches at the head of ``arrived``, as many as make one batch."""
+def _leading_batches(arrived: list[tuple[int, Any]], start: int) -> list[tuple[int, Any]]:
+    """The group committer's batches in ``arrived`` from ``start`` on, as many as make one batch."""
     leading: list[tuple[int, Any]] = []
     operations = 0
-    for call_id, function in arrived:
+    for call_id, function in itertools.islice(arrived, start, None):
         if not isinstance(function, Batch) or (leading and operations + len(function) > MAX_BATCH):
             break
         leading.append((call_id, function))
