@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,11 @@ def error_of(response: httpx2.Response, status: int, code: str) -> dict[str, Any
     assert error["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
     return error
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The JSON-RPC messages in an event stream's text, in order."""
+    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
 
 
 def ok(response: httpx2.Response, status: int = 200) -> Any:

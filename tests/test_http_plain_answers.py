@@ -4,7 +4,6 @@ silent for long gets keepalive pings. Against a real uvicorn, with raw HTTP and 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from tests import toolkits
 from tests.conftest import make_settings
 from tests.http_helpers import MODERN as VERSION
 from tests.http_helpers import MODERN_META as META
-from tests.http_helpers import mcp_client
+from tests.http_helpers import mcp_client, sse_events
 from tests.live_server import LiveServer, live_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_toolkit_events")]
@@ -56,10 +55,6 @@ def headers(key: str, name: str) -> dict[str, str]:
         "Mcp-Method": "tools/call",
         "Mcp-Name": name,
     }
-
-
-def sse_events(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
 
 
 async def test_a_call_without_a_progress_token_is_answered_as_plain_json(server: LiveServer) -> None:

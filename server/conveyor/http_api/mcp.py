@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.auth import Principal
 from conveyor.errors import Forbidden, InvalidArguments, MisdirectedRequest, RateLimitExceeded, Unauthorized
+from conveyor.http_api.plain_answer import SessionManager
 from conveyor.http_api.responses import error_response, request_id_of
 from conveyor.limits import RateLimiter
 from conveyor.mcp_server import build_server
@@ -98,7 +99,7 @@ class HostCheck:
 
 def session_manager(runtime: Runtime) -> StreamableHTTPSessionManager:
     server = build_server(runtime, principal_of=principal_of_request)
-    return StreamableHTTPSessionManager(
+    return SessionManager(
         app=server,
         security_settings=transport_security(runtime.settings),
         max_request_body_size=runtime.settings.max_request_bytes,

@@ -105,10 +105,13 @@ def recognize(
     return PlainToolCall(request_id, name, arguments, params.get("_meta") or {}, route.protocol_version)
 
 
+def accepted_media_types(accept: str) -> set[str]:
+    """Accept's media types as the SDK reads them (``check_accept_headers``); wildcards included."""
+    return {media_type.split(";")[0].strip().lower() for media_type in accept.split(",")}
+
+
 def _accepts_json(accept: str) -> bool:
-    """The SDK's reading of Accept (``check_accept_headers``), for JSON: wildcards count."""
-    accepted = {media_type.split(";")[0].strip().lower() for media_type in accept.split(",")}
-    return not accepted.isdisjoint(("*/*", "application/*", "application/json"))
+    return not accepted_media_types(accept).isdisjoint(("*/*", "application/*", "application/json"))
 
 
 def _declares_tasks(capabilities: Any) -> bool:
