@@ -206,7 +206,10 @@ def freeze_startup_objects() -> None:
     What start-up made and later drops is still freed by reference counting; only a dropped cycle
     of those objects would stay in memory, as the gc module's documentation says of frozen ones."""
     gc.freeze()
-    logger.debug("start-up objects frozen", extra={"action": "gc.frozen", "objects": gc.get_freeze_count()})
+    if logger.isEnabledFor(logging.DEBUG):  # the count walks every frozen object: some 10 ms
+        logger.debug(
+            "start-up objects frozen", extra={"action": "gc.frozen", "objects": gc.get_freeze_count()}
+        )
 
 
 async def stop_on_signals(shutdown: Shutdown) -> None:

@@ -107,6 +107,7 @@ class Webhooks:
         self.server_secret = server_secret
         self.outcomes = Fanout[Delivery]()  # each attempt's settled delivery, for whoever watches
         self._in_flight = 0
+        self._client: httpx2.AsyncClient | None = None  # made at the first delivery (_http_client)
         self._claim_ms = int((config.timeout_s + CLAIM_MARGIN_S) * 1000)
 
     @classmethod
@@ -153,26 +154,40 @@ class Webhooks:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled by the owning lifespan."""
-        client = httpx2.AsyncClient(
-            timeout=self.config.timeout_s,
-            follow_redirects=False,  # a redirect would lead past the address check
-            trust_env=False,  # nor may a proxy from the environment
-            # No kept-alive connections: the pool keys them by address, and a TLS connection made
-            # for one host name must not carry another's delivery that resolved to the same address.
-            limits=httpx2.Limits(max_connections=self.config.concurrency, max_keepalive_connections=0),
-            headers={"User-Agent": f"Conveyor-Webhooks/{conveyor.__version__}"},
-        )
-        async with client, anyio.create_task_group() as tg:
-            tg.start_soon(self._purger)
-            task_status.started()
-            while True:
-                try:
-                    await self._dispatch(tg, client)
-                except Exception:  # a locked database must not stop delivery for good
-                    logger.exception("webhook dispatch failed", extra={"action": "webhook.dispatch_failed"})
-                    await anyio.sleep(STORE_RETRY_S)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._purger)
+                task_status.started()
+                while True:
+                    try:
+                        await self._dispatch(tg)
+                    except Exception:  # a locked database must not stop delivery for good
+                        logger.exception(
+                            "webhook dispatch failed", extra={"action": "webhook.dispatch_failed"}
+                        )
+                        await anyio.sleep(STORE_RETRY_S)
+        finally:
+            if self._client is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._client.aclose()
+                self._client = None
 
-    async def _dispatch(self, tg: anyio.abc.TaskGroup, client: httpx2.AsyncClient) -> None:
+    def _http_client(self) -> httpx2.AsyncClient:
+        """The deliveries' HTTP client, made at the first delivery: its TLS context takes some
+        30 ms to build, which a server that never sends one should not pay as it starts."""
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                timeout=self.config.timeout_s,
+                follow_redirects=False,  # a redirect would lead past the address check
+                trust_env=False,  # nor may a proxy from the environment
+                # No kept-alive connections: the pool keys them by address, and a TLS connection made
+                # for one host name must not carry another's delivery that resolved to the same address.
+                limits=httpx2.Limits(max_connections=self.config.concurrency, max_keepalive_connections=0),
+                headers={"User-Agent": f"Conveyor-Webhooks/{conveyor.__version__}"},
+            )
+        return self._client
+
+    async def _dispatch(self, tg: anyio.abc.TaskGroup) -> None:
         """Claim what is due while there is room, then sleep until woken or the next retry."""
         wakeup = self.store.deliveries_added
         while True:
@@ -186,7 +201,7 @@ class Webhooks:
                 )
                 for delivery, secret in claimed:
                     self._in_flight += 1
-                    tg.start_soon(self._deliver, client, delivery, secret)
+                    tg.start_soon(self._deliver, self._http_client(), delivery, secret)
                 if len(claimed) == free:
                     continue  # more may be due: they wait for a slot
                 due = await self.store.next_due()
