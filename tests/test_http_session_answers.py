@@ -95,6 +95,27 @@ async def test_a_call_without_a_progress_token_is_answered_as_plain_json(server:
     assert reply["result"]["content"][0]["text"] == "6"
 
 
+async def test_progress_of_a_call_without_a_token_is_not_taken_for_its_answer(server: LiveServer) -> None:
+    """The tool reports progress; with no token asked for, none is sent, and the JSON answer is
+    the call's reply (a message about the request would be taken for it)."""
+    async with server.client() as http, anyio.create_task_group() as tg:
+        session = await Session(http, server.admin_key).open()
+        replies: list[httpx2.Response] = []
+
+        async def call() -> None:
+            replies.append(
+                await http.post("/mcp", json=tools_call("testkit_hold", {}), headers=session.headers())
+            )
+
+        tg.start_soon(call)
+        with anyio.fail_after(10):
+            await toolkits.started.wait()
+        toolkits.release.set()
+    assert replies[0].headers["content-type"] == "application/json"
+    assert replies[0].json()["id"] == 7
+    assert replies[0].json()["result"]["content"][0]["text"] == "released"
+
+
 async def test_a_call_with_a_progress_token_streams_its_progress(server: LiveServer) -> None:
     async with server.client() as http:
         session = await Session(http, server.admin_key).open()
