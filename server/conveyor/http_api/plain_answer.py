@@ -38,7 +38,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
 from conveyor.auth import Principal
-from conveyor.http_api.plain_tool_call import accepted_media_types, answer, recognize
+from conveyor.http_api.plain_tool_call import EVENT_STREAM, JSON, accepts, answer, recognize
 from conveyor.mcp_server.server import ToolCalls
 from conveyor.runtime import Runtime
 
@@ -78,11 +78,8 @@ def answers_plain_in_session(scope: Scope, message: Any) -> bytes | None:
         return None
     # The SDK's event-stream answer needs both in Accept (else 406); its JSON answer, only JSON.
     # Picked only where both are accepted, so a request is refused exactly as before.
-    accepted = accepted_media_types((_header(scope, b"accept") or b"").decode("latin-1"))
-    wildcard = "*/*" in accepted
-    takes_json = wildcard or not accepted.isdisjoint(("application/json", "application/*"))
-    takes_events = wildcard or not accepted.isdisjoint(("text/event-stream", "text/*"))
-    return session if takes_json and takes_events else None
+    accept = (_header(scope, b"accept") or b"").decode("latin-1")
+    return session if accepts(accept, JSON, EVENT_STREAM) else None
 
 
 def _is_plain_request(message: Any) -> bool:

@@ -91,7 +91,7 @@ def recognize(
     if find_duplicated_routing_header(headers) is not None:
         return None
     first_of_each = dict(reversed(headers))  # as the SDK folds them: the first of a name wins
-    if not _accepts_json(first_of_each.get("accept", "")):
+    if not accepts(first_of_each.get("accept", ""), JSON):
         return None
     route = classify_inbound_request(message, headers=first_of_each)
     if not isinstance(route, InboundModernRoute) or _declares_tasks(route.client_capabilities):
@@ -105,13 +105,14 @@ def recognize(
     return PlainToolCall(request_id, name, arguments, params.get("_meta") or {}, route.protocol_version)
 
 
-def accepted_media_types(accept: str) -> set[str]:
-    """Accept's media types as the SDK reads them (``check_accept_headers``); wildcards included."""
-    return {media_type.split(";")[0].strip().lower() for media_type in accept.split(",")}
+JSON = ("*/*", "application/*", "application/json")  # what takes JSON in Accept, wildcards included
+EVENT_STREAM = ("*/*", "text/*", "text/event-stream")
 
 
-def _accepts_json(accept: str) -> bool:
-    return not accepted_media_types(accept).isdisjoint(("*/*", "application/*", "application/json"))
+def accepts(accept: str, *kinds: tuple[str, ...]) -> bool:
+    """Whether Accept takes every one of ``kinds``, read as the SDK reads it (``check_accept_headers``)."""
+    accepted = {media_type.split(";")[0].strip().lower() for media_type in accept.split(",")}
+    return all(not accepted.isdisjoint(kind) for kind in kinds)
 
 
 def _declares_tasks(capabilities: Any) -> bool:
